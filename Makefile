@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hushlink-installed
+SHARED ?= ../shared
+DEMO   := build/demo
+
+.PHONY: demo test lint bootstrap venv model bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+bootstrap:
+	scripts/bootstrap-system
+
+demo: $(STAMP) bootstrap
+	@mkdir -p $(DEMO)
+	$(PY) scripts/make_demo_audio.py --shared $(SHARED) --out $(DEMO)/noisy.wav
+	$(VENV)/bin/edge-denoise info $(DEMO)/noisy.wav
+	$(VENV)/bin/edge-denoise file $(DEMO)/noisy.wav $(DEMO)/denoised.wav
+	@echo "demo: listen to $(DEMO)/noisy.wav and $(DEMO)/denoised.wav"
+
+test: $(STAMP) bootstrap
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build .pytest_cache

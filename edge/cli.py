@@ -1,0 +1,103 @@
+"""``edge-denoise``: the on-device runtime's commands."""
+
+from __future__ import annotations
+
+import click
+
+from edge import __version__
+from edge.cliutil import CONTEXT, Group, not_implemented
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="edge-denoise")
+def cli() -> None:
+    """Denoise speech on the device, keep its clock on PTP time, stream it, answer the host."""
+
+
+@cli.command("file", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def file_cmd(args) -> None:
+    """Denoise an audio file with the int8 model (streaming path)."""
+    not_implemented("edge-denoise file", 5)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def live(args) -> None:
+    """Capture, denoise and play, record or stream live audio."""
+    not_implemented("edge-denoise live", 5)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def clock(args) -> None:
+    """Start, stop and watch the PTP clock (linuxptp) of this device."""
+    not_implemented("edge-denoise clock", 6)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def send(args) -> None:
+    """Stream an audio file over RTP/Opus (UDP or TCP), paced in real time."""
+    not_implemented("edge-denoise send", 7)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def receive(args) -> None:
+    """Receive an RTP/Opus stream through the jitter buffer."""
+    not_implemented("edge-denoise receive", 7)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def serve(args) -> None:
+    """Answer the host over the serial control link."""
+    not_implemented("edge-denoise serve", 8)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def faults(args) -> None:
+    """Detect and fix background audio faults (hum, clipping, dropouts ...)."""
+    not_implemented("edge-denoise faults", 10)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info(path: str, as_json: bool) -> None:
+    """Check an audio file and show what hushlink will read from it."""
+    import json
+
+    from edge.audio import load_audio
+
+    clip = load_audio(path)
+    out = {"path": path, "source_rate": clip.source_rate, "channels": clip.source_channels,
+           "subtype": clip.source_subtype, "seconds": round(clip.seconds, 3),
+           "peak": round(float(abs(clip.samples).max()), 4)}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        for k, v in out.items():
+            click.echo(f"{k:12s} {v}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def profiles(as_json: bool) -> None:
+    """List the built-in hardware profiles."""
+    import json
+
+    from edge.profile import DeviceProfile, names
+
+    rows = [DeviceProfile.by_name(n) for n in names()]
+    if as_json:
+        click.echo(json.dumps([{"name": p.name, "description": p.description} for p in rows]))
+    else:
+        for p in rows:
+            click.echo(f"{p.name:18s} {p.description}")
+
+
+def main() -> None:
+    cli(prog_name="edge-denoise")

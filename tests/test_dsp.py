@@ -1,0 +1,61 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.dsp import (
+    FrontEnd,
+    StreamingFrontEnd,
+    apply_mask,
+    ideal_ratio_mask,
+    istft,
+    n_frames,
+    stft,
+)
+
+
+def _stream(x: np.ndarray, fe: FrontEnd) -> tuple[np.ndarray, np.ndarray]:
+    """Push x hop by hop (zero-padded to flush), return frames and the delay-compensated output."""
+    t = n_frames(len(x), fe)
+    padded = np.zeros(t * fe.hop, dtype=np.float32)
+    padded[: len(x)] = x
+    s = StreamingFrontEnd(fe)
+    frames, out = [], []
+    for i in range(t):
+        spec = s.analyse(padded[i * fe.hop:(i + 1) * fe.hop])
+        frames.append(spec)
+        out.append(s.synthesise(spec))
+    y = np.concatenate(out)[fe.overlap:fe.overlap + len(x)]
+    return np.array(frames), y
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3000), hop=st.sampled_from([8, 16, 40, 64, 160]),
+       overlap_factor=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**16))
+def test_streaming_matches_offline(n, hop, overlap_factor, seed):
+    fe = FrontEnd(win=hop * overlap_factor, hop=hop, n_fft=hop * overlap_factor)
+    x = np.random.default_rng(seed).uniform(-1, 1, n).astype(np.float32)
+    spec = stft(x, fe)
+    frames, y_stream = _stream(x, fe)
+    np.testing.assert_allclose(frames, spec, atol=1e-4)
+    y = istft(spec, len(x), fe)
+    np.testing.assert_allclose(y_stream, y, atol=1e-5)
+    if overlap_factor > 1:  # a sqrt-hann with 50 %+ overlap reconstructs perfectly
+        np.testing.assert_allclose(y, x, atol=1e-5)
+
+
+def test_default_front_end():
+    fe = FrontEnd()
+    assert (fe.win, fe.hop, fe.n_bins) == (320, 160, 161)
+    assert fe.latency_s == 0.02
+
+
+def test_irm_and_masking():
+    rng = np.random.default_rng(1)
+    s = rng.standard_normal(4000).astype(np.float32)
+    n = rng.standard_normal(4000).astype(np.float32)
+    S, X = stft(s), stft(s + n)
+    m = ideal_ratio_mask(S, X)
+    assert m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
+    np.testing.assert_array_equal(ideal_ratio_mask(S, S) > 0.99, np.abs(S) > 1e-3)
+    y = istft(apply_mask(X, m), len(s))
+    assert np.mean((y - s) ** 2) < np.mean(n**2)  # the IRM removes most of the noise
