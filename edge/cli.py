@@ -49,11 +49,38 @@ def receive(args) -> None:
     not_implemented("edge-denoise receive", 7)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def serve(args) -> None:
-    """Answer the host over the serial control link."""
-    not_implemented("edge-denoise serve", 8)
+@cli.command()
+@click.option("--port", "-p", "port", envvar="EDGE_PORT", default="/dev/ttyGS0",
+              show_default=True, help="Serial device or pyserial URL (socket://, loop://).")
+@click.option("--baud", "-b", type=int, default=921_600, show_default=True, help="Baud rate.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default="/var/lib/hushlink",
+              show_default=True, help="Device id, active parameters, uploaded files.")
+@click.option("--profile", default="generic-linux", show_default=True,
+              help="Hardware profile name reported to the host.")
+@click.option("--telemetry", "telemetry_path", type=click.Path(dir_okay=False),
+              help="JSON-lines telemetry log of the receiver (Telemetry.to_dict per line).")
+@click.option("--stream-cmd", help="Command run by start_stream; {bitrate_kbps}, {protocol}, "
+              "{buffer_ms}, {share}, {fec}, {loss_hint_pct} are replaced.")
+@click.option("--plugin", "plugins", multiple=True, help="Extra handler module to import.")
+@click.option("--pace", is_flag=True, help="Pace writes at the baud rate (ptys ignore it).")
+def serve(port, baud, state_dir, profile, telemetry_path, stream_cmd, plugins, pace) -> None:
+    """Answer the host over the serial control link (until Ctrl-C)."""
+    import signal
+
+    from edge.agent import Agent, CommandStream, FileTelemetry
+    from edge.profile import DeviceProfile
+
+    DeviceProfile.by_name(profile)  # a bad profile is an error now, not on the host's hello
+    agent = Agent(port, baud, state_dir=state_dir, profile=profile,
+                  telemetry=FileTelemetry(telemetry_path) if telemetry_path else None,
+                  stream=CommandStream(stream_cmd) if stream_cmd else None,
+                  plugins=tuple(plugins), pace=pace)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    try:
+        agent.serve_forever()
+    finally:
+        if agent.stream is not None:
+            agent.stream.stop()
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -6,6 +6,7 @@ import click
 
 from edge import __version__
 from edge.cliutil import CONTEXT, Group, not_implemented
+from host import calibrate_cli
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -14,11 +15,7 @@ def cli() -> None:
     """Tune a device's transport parameters from its measured link telemetry."""
 
 
-@cli.command('probe', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def probe_cmd(args) -> None:
-    """Show a device's identity and versions over serial."""
-    not_implemented("host-calibrate probe", 8)
+cli.add_command(calibrate_cli.probe_cmd)
 
 
 @cli.command('collect', context_settings={"ignore_unknown_options": True})

@@ -1,0 +1,196 @@
+"""The serial control link end to end over socat pty pairs: the agent in a subprocess, the
+host client (and CLI) on the other end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+
+import pytest
+import serial
+from click.testing import CliRunner
+from test_link_util import AgentProc, PtyPair, Relay
+
+from edge import protocol as P
+from edge.link import NoAnswer, PortBusy, PortMissing, RemoteError, Requester, open_link
+from edge.params import Telemetry
+from host.link import VersionMismatch, connect
+
+
+@pytest.fixture
+def pair(tmp_path):
+    p = PtyPair(tmp_path, f"p{os.getpid()}")
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def agent(pair, tmp_path):
+    telem = tmp_path / "telemetry.jsonl"
+    with telem.open("w") as f:
+        for i in range(150):
+            t = Telemetry(t=1000.0 + i, latency_ms=40 + i % 7, loss_pct=i % 5, jitter_ms=8.0,
+                          bandwidth_util=0.5, snr_db=20.0)
+            f.write(json.dumps(t.to_dict()) + "\n")
+    a = AgentProc(pair.a, tmp_path / "state", "--telemetry", str(telem))
+    yield a
+    a.stop()
+
+
+def test_hello_info_params_apply_confirm_revert(pair, agent):
+    with connect(pair.b) as dev:
+        assert dev.info["protocol"] == P.PROTOCOL_VERSION
+        assert dev.info["profile"] == "generic-linux" and len(dev.info["device_id"]) == 16
+        before = dev.get_params()["active"]
+        with pytest.raises(RemoteError) as e:
+            dev.set_params(buffer_ms=50)
+        assert e.value.code == "out_of_range" and "buffer_ms" in str(e.value)
+        assert dev.get_params()["pending"] is None and dev.get_params()["active"] == before
+        with pytest.raises(RemoteError) as e:
+            dev.set_params(nonsense=1)
+        assert e.value.code == "out_of_range"
+        with pytest.raises(RemoteError) as e:
+            dev.apply()
+        assert e.value.code == "no_pending"
+
+        dev.set_params(buffer_ms=150, bitrate_kbps=96)
+        dev.apply(timeout_s=0.4)
+        p = dev.get_params()
+        assert p["trial"] and p["active"]["buffer_ms"] == 150
+        time.sleep(0.7)  # not confirmed: the device reverts on its own
+        p = dev.get_params()
+        assert not p["trial"] and p["active"] == before
+
+        dev.set_params(buffer_ms=300)
+        dev.apply(timeout_s=5)
+        dev.confirm()
+        assert dev.get_params()["active"]["buffer_ms"] == 300
+        with pytest.raises(RemoteError) as e:
+            dev.confirm()
+        assert e.value.code == "not_in_trial"
+        with pytest.raises(RemoteError) as e:
+            dev.call("no_such_message")
+        assert e.value.code == "unknown_method"
+
+
+def test_telemetry_pages_through_the_window(pair, agent):
+    with connect(pair.b) as dev:
+        recs = dev.telemetry(window=1e9)
+        assert [r.t for r in recs] == [1000.0 + i for i in range(150)]
+        assert [r.t for r in dev.telemetry(window=9.5)] == [1140.0 + i for i in range(10)]
+
+
+def test_upload_resumes_and_verifies(pair, agent, tmp_path):
+    src = tmp_path / "blob.bin"
+    data = random.Random(1).randbytes(50_000)
+    src.write_bytes(data)
+    with connect(pair.b) as dev:
+        sha = hashlib.sha256(data).hexdigest()
+        assert dev.call("put_begin", {"name": "blob.bin", "size": len(data),
+                                      "sha256": sha})["have"] == 0
+        import zlib
+        for off in range(0, 12_288, 4096):  # three chunks, then the host "vanishes"
+            piece = data[off:off + 4096]
+            dev.call("put_chunk", {"name": "blob.bin", "offset": off, "data": piece,
+                                   "crc32": zlib.crc32(piece)})
+        with pytest.raises(RemoteError) as e:
+            dev.call("put_chunk", {"name": "blob.bin", "offset": 12_288, "data": b"x",
+                                   "crc32": 0})
+        assert e.value.code == "crc"
+        with pytest.raises(RemoteError) as e:
+            dev.call("put_begin", {"name": "../etc/passwd", "size": 1, "sha256": sha})
+        assert e.value.code == "bad_args"
+    seen = []
+    with connect(pair.b) as dev:
+        out = dev.upload(src, "blob.bin", progress=lambda done, total: seen.append(done))
+    assert seen[0] == 12_288 and seen[-1] == len(data)
+    assert out["sha256"] == sha
+    assert (tmp_path / "state" / "staging" / "blob.bin").read_bytes() == data
+
+
+def test_clear_errors(pair, agent, tmp_path, monkeypatch):
+    with pytest.raises(PortMissing, match="does not exist"):
+        connect(str(tmp_path / "ttyNOPE"))
+    with serial.Serial(pair.b, exclusive=True), pytest.raises(PortBusy, match="busy"):
+        connect(pair.b)
+    # a pty pair with nobody on the other end: no answer
+    other = PtyPair(tmp_path, f"q{os.getpid()}")
+    try:
+        with pytest.raises(NoAnswer, match="no answer"):
+            connect(other.b, timeout=0.1, retries=1)
+    finally:
+        other.stop()
+    monkeypatch.setattr(P, "PROTOCOL_VERSION", 99)
+    with pytest.raises(VersionMismatch, match="protocol 99"):
+        connect(pair.b)
+
+
+def test_survives_garbage_partial_frames_and_vanishing_host(pair, agent):
+    link = open_link(pair.b)
+    link.write(random.Random(2).randbytes(20_000))  # line noise, oversize packets
+    link.write(P.request(7, "get_info")[:9])  # a host that dies mid-frame
+    link.close()
+    with connect(pair.b) as dev:
+        assert dev.get_info()["device_id"] == dev.info["device_id"]
+    assert agent.alive()
+
+
+def test_unplug_and_replug(pair, agent):
+    with connect(pair.b) as dev:
+        did = dev.info["device_id"]
+    pair.stop()  # cable out: both ptys vanish
+    time.sleep(0.5)
+    pair.start()  # cable in
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with connect(pair.b, timeout=0.2, retries=2) as dev:
+                assert dev.info["device_id"] == did
+                break
+        except NoAnswer:
+            assert time.monotonic() < deadline, agent.log.read_text()
+    assert agent.alive()
+
+
+def test_probe_cli(pair, agent):
+    from host.cli import cli
+
+    r = CliRunner().invoke(cli, ["probe", pair.b, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["profile"] == "generic-linux"
+    r = CliRunner().invoke(cli, ["probe", pair.b + "-missing"])
+    assert r.exit_code == 1 and r.output.startswith("Error:") and "does not exist" in r.output
+
+
+@pytest.mark.slow
+def test_corrupting_relay_10000_exchanges(tmp_path):
+    """Host <-> pty pair <-> relay (1% of bytes flipped, dropped or doubled with an inserted
+    byte, each way) <-> pty pair <-> agent. No corrupted frame is accepted, every request
+    succeeds, the agent lives."""
+    tag = f"r{os.getpid()}"
+    host_side, dev_side = PtyPair(tmp_path, tag + "h"), PtyPair(tmp_path, tag + "d")
+    agent = AgentProc(dev_side.a, tmp_path / "state")
+    relay = Relay(host_side.a, dev_side.b, 0.01, seed=8)
+    try:
+        link = open_link(host_side.b, timeout=0.002)
+        rpc = Requester(link, timeout=0.05, retries=200, seed=1)
+        rng = random.Random(3)
+        for i in range(10_000):
+            payload = {"i": i, "d": rng.randbytes(rng.randrange(1, 12))}
+            assert rpc.call("echo", payload) == payload
+        link.close()
+        assert agent.alive()
+        stats = relay.stop()
+        hits = dict(kv.split("=") for kv in stats.split())
+        assert int(hits["flip"]) > 1000 and int(hits["drop"]) > 1000
+        assert rpc.stats.retries > 1000  # the corruption really happened and was recovered
+        print(f"relay: {stats}; host: {rpc.stats}; bad frames seen by host: "
+              f"{link.decoder.stats.bad}")
+    finally:
+        relay.stop()
+        agent.stop()
+        host_side.stop()
+        dev_side.stop()
