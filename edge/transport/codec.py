@@ -1,0 +1,101 @@
+"""Opus through opuslib over the system libopus: 16 kHz mono float32, 20 ms frames.
+
+The encoder runs in CBR so bytes on the wire follow the configured bitrate exactly; in-band
+FEC and the expected-loss hint are set at runtime (opuslib's ``inband_fec`` setter is broken,
+so the CTL is issued directly). The decoder conceals a lost frame from the next packet's FEC
+data when there is some, else with Opus PLC.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from edge.errors import HushlinkError
+
+RATE = 16_000
+FRAME_MS = 20
+FRAME = RATE * FRAME_MS // 1000  # 320 samples per packet
+TS_PER_FRAME = 48_000 * FRAME_MS // 1000  # RTP timestamp increment (48 kHz clock)
+
+
+class CodecError(HushlinkError):
+    """libopus is missing or refused a setting."""
+
+
+def _opuslib():
+    try:
+        import opuslib
+        import opuslib.api.ctl
+        import opuslib.api.decoder
+        import opuslib.api.encoder
+    except Exception as e:  # opuslib raises a bare Exception when libopus is absent
+        raise CodecError(f"Opus is unavailable ({e}); install libopus0 "
+                         "(apt-get install libopus0) and the opuslib package") from None
+    return opuslib
+
+
+class OpusEncoder:
+    """float32 (320,) frames -> Opus packets at ``bitrate_bps`` (CBR)."""
+
+    def __init__(self, bitrate_bps: int, fec: bool = True, loss_pct: int = 5,
+                 complexity: int = 9) -> None:
+        ol = _opuslib()
+        self._api = ol.api
+        self._enc = ol.Encoder(RATE, 1, ol.APPLICATION_AUDIO)
+        self._enc.vbr = 0
+        self._enc.complexity = complexity
+        self.configure(bitrate_bps, fec, loss_pct)
+
+    def configure(self, bitrate_bps: int, fec: bool, loss_pct: int) -> None:
+        """Apply new settings between two frames (no state reset, no glitch)."""
+        enc, api = self._enc, self._api
+        try:
+            enc.bitrate = int(bitrate_bps)
+            api.encoder.encoder_ctl(enc.encoder_state, api.ctl.set_inband_fec, int(bool(fec)))
+            enc.packet_loss_perc = int(np.clip(loss_pct, 0, 100))
+        except Exception as e:
+            raise CodecError(f"libopus refused bitrate={bitrate_bps} fec={fec} "
+                             f"loss={loss_pct}: {e}") from None
+        self.bitrate_bps, self.fec, self.loss_pct = int(bitrate_bps), bool(fec), int(loss_pct)
+
+    def encode(self, frame: np.ndarray) -> bytes:
+        x = np.ascontiguousarray(frame, dtype=np.float32)
+        if x.shape != (FRAME,):
+            raise CodecError(f"Opus frame must be ({FRAME},) float32, got {x.shape}")
+        return self._enc.encode_float(x.tobytes(), FRAME)
+
+
+class OpusDecoder:
+    """Opus packets -> float32 (320,) frames, with FEC recovery and PLC."""
+
+    def __init__(self) -> None:
+        ol = _opuslib()
+        self._dec = ol.Decoder(RATE, 1)
+        api = ol.api.decoder
+        self._raw = api.libopus_decode_float
+        self._err = ol.exceptions.OpusError
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        return self._run(payload, fec=False)
+
+    def decode_fec(self, next_payload: bytes) -> np.ndarray:
+        """Recover the frame *before* ``next_payload`` from its in-band FEC data (falls back to
+        PLC inside libopus when that packet carries none)."""
+        return self._run(next_payload, fec=True)
+
+    def conceal(self) -> np.ndarray:
+        """Packet loss concealment: extrapolate one frame from the decoder state."""
+        return self._run(None, fec=False)
+
+    def _run(self, payload: bytes | None, fec: bool) -> np.ndarray:
+        pcm = (ctypes.c_float * FRAME)()
+        n = self._raw(self._dec.decoder_state, payload, len(payload) if payload else 0,
+                      ctypes.cast(pcm, ctypes.POINTER(ctypes.c_float)), FRAME, int(fec))
+        if n < 0:
+            raise self._err(n)
+        out = np.frombuffer(pcm, dtype=np.float32, count=n).copy()
+        if n < FRAME:  # cannot happen for 20 ms packets, but never return a short frame
+            out = np.pad(out, (0, FRAME - n))
+        return out

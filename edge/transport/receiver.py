@@ -1,0 +1,328 @@
+"""RTP/Opus receiver: socket -> jitter buffer -> Opus decoder (FEC/PLC) -> audio out, and
+per-second telemetry to a JSON-lines log and back to the sender (RTCP APP packets).
+
+Two threads: the network thread only parses and queues packets into the jitter buffer; the
+playout thread wakes every 5 ms, decodes the frames that are due and hands them to
+``on_audio`` (a device, a file, a callback). Bad input (malformed RTP, a wrong payload type,
+oversized datagrams, a foreign SSRC, a vanished peer) is logged, counted and dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edge.params import TransportParams
+from edge.transport import rtp
+from edge.transport.codec import FRAME, OpusDecoder
+from edge.transport.jitter import JitterBuffer
+from edge.transport.links import bind_error, parse_hostport
+from edge.transport.sender import system_clock_ns
+from edge.transport.telemetry import TelemetryLog, TelemetryMeter
+
+log = logging.getLogger(__name__)
+TICK_S = 0.005
+SSRC_TAKEOVER_S = 1.0  # another SSRC may take over after the current one was silent this long
+
+
+class Receiver:
+    """Listens on ``listen`` ('ADDR:PORT' or (addr, port)) for one RTP/Opus stream."""
+
+    def __init__(self, listen: str | tuple[str, int], params: TransportParams | None = None,
+                 on_audio: Callable[[np.ndarray], None] | None = None, keep_audio: bool = True,
+                 clock: Callable[[], int] = system_clock_ns,
+                 telemetry: TelemetryLog | None = None, interval_s: float = 1.0,
+                 on_frame: Callable[[int, int, np.ndarray], None] | None = None) -> None:
+        self.addr = parse_hostport(listen) if isinstance(listen, str) else tuple(listen)
+        self.params = params or TransportParams()
+        self.clock = clock
+        self.on_audio = on_audio
+        self.on_frame = on_frame  # (extended seq, playout time ns, samples), for measurements
+        self.keep_audio = keep_audio
+        self.telemetry = telemetry if telemetry is not None else TelemetryLog()
+        self.interval_s = interval_s
+        self.jb = JitterBuffer(self.params.buffer_ms, fec=self.params.fec)
+        self.meter = TelemetryMeter()
+        self.dec = OpusDecoder()
+        self._frames: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.done = threading.Event()  # set when the sender's BYE was played out
+        self.ssrc: int | None = None
+        self._last_pkt = 0.0
+        self._peer = None  # where the back channel goes: UDP address or TCP connection
+        self.allocated_kbps = float(self.params.bitrate_kbps)
+        self.counts = dict(malformed=0, wrong_pt=0, oversized=0, foreign_ssrc=0, rtcp=0,
+                           bye=0, decode_errors=0, connections=0, disconnects=0,
+                           back_errors=0, duplicates_net=0)
+        self._sel = selectors.DefaultSelector()
+        self._socks: list[socket.socket] = []
+        self._conn: socket.socket | None = None
+        self._deframer = rtp.Deframer()
+        self._bind(self.params.protocol)
+        self._threads = [threading.Thread(target=self._net_loop, name="rtp-rx", daemon=True),
+                         threading.Thread(target=self._play_loop, name="playout", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    # sockets -----------------------------------------------------------------------
+    def _bind(self, proto: str) -> None:
+        kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+        s = socket.socket(socket.AF_INET, kind)
+        if proto == "tcp":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(self.addr)
+            if proto == "tcp":
+                s.listen(2)
+        except OSError as e:
+            s.close()
+            raise bind_error(self.addr, proto, e) from None
+        if proto == "udp":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.setblocking(False)
+        self.addr = s.getsockname()[:2]
+        self.proto = proto
+        self._socks.append(s)
+        self._sel.register(s, selectors.EVENT_READ, "listen" if proto == "tcp" else "udp")
+
+    def _unbind(self) -> None:
+        for s in [*self._socks, *([self._conn] if self._conn else [])]:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(s)
+            s.close()
+        self._socks, self._conn, self._peer = [], None, None
+
+    @property
+    def port(self) -> int:
+        return self.addr[1]
+
+    def update(self, params: TransportParams) -> None:
+        """Buffer bound and FEC at once; a protocol change re-binds the same port."""
+        with self._lock:
+            old, self.params = self.params, params
+            self.jb.set_bound(params.buffer_ms)
+            self.jb.fec = params.fec
+            if params.protocol != old.protocol:
+                self._unbind()
+                self._bind(params.protocol)
+
+    # network thread ------------------------------------------------------------------
+    def _net_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                events = self._sel.select(timeout=0.05)
+            except (OSError, ValueError):  # a socket closed under us by update()
+                time.sleep(0.01)
+                continue
+            for key, _ in events:
+                try:
+                    self._ready(key.fileobj, key.data)
+                except OSError as e:
+                    if not self._stop.is_set():
+                        log.debug("receive: %s", e)
+
+    def _ready(self, sock: socket.socket, what: str) -> None:
+        if what == "udp":
+            for _ in range(64):
+                try:
+                    data, src = sock.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except ConnectionRefusedError:
+                    continue
+                self._on_datagram(data, self.clock(), src)
+        elif what == "listen":
+            conn, src = sock.accept()
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._conn is not None:  # a new connection replaces the old one
+                    self._sel.unregister(self._conn)
+                    self._conn.close()
+                self._conn, self._peer = conn, conn
+                self._deframer = rtp.Deframer()
+                self.counts["connections"] += 1
+            self._sel.register(conn, selectors.EVENT_READ, "conn")
+            log.info("receive: tcp connection from %s:%d", *src[:2])
+        else:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                with self._lock:
+                    self._sel.unregister(sock)
+                    sock.close()
+                    if self._conn is sock:
+                        self._conn = self._peer = None
+                    self.counts["disconnects"] += 1
+                log.warning("receive: the sender closed its tcp connection")
+                return
+            now = self.clock()
+            for frame in self._deframer.feed(data):
+                self._on_datagram(frame, now, None)
+            self.counts["oversized"] += self._deframer.oversized
+            self._deframer.oversized = 0
+
+    def _on_datagram(self, data: bytes, now_ns: int, src) -> None:
+        if len(data) > rtp.MAX_PACKET:
+            self.counts["oversized"] += 1
+            log.warning("receive: dropped a %d-byte datagram (limit %d)", len(data),
+                        rtp.MAX_PACKET)
+            return
+        if rtp.is_rtcp(data):
+            self._on_rtcp(data)
+            return
+        try:
+            p = rtp.parse_rtp(data)
+        except rtp.RtpError as e:
+            key = "wrong_pt" if "payload type" in str(e) else "malformed"
+            self.counts[key] += 1
+            log.warning("receive: dropped a packet: %s", e)
+            return
+        now_s = now_ns / 1e9
+        with self._lock:
+            if self.ssrc is None or (p.ssrc != self.ssrc
+                                     and now_s - self._last_pkt > SSRC_TAKEOVER_S):
+                if self.ssrc is not None:
+                    log.warning("receive: new stream (SSRC %08x)", p.ssrc)
+                self.ssrc = p.ssrc
+            elif p.ssrc != self.ssrc:
+                self.counts["foreign_ssrc"] += 1
+                return
+            self._last_pkt = now_s
+            if src is not None:
+                self._peer = src
+            if p.allocated_kbps:
+                self.allocated_kbps = float(p.allocated_kbps)
+            fresh = self.meter.packet(p.seq, p.timestamp, p.send_ns, now_ns, len(data))
+            if not fresh:
+                self.counts["duplicates_net"] += 1
+            self.jb.push(p.seq, p.payload, now_s)
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            pt, name, ssrc, body = rtp.parse_app(data)
+        except rtp.RtpError as e:
+            self.counts["malformed"] += 1
+            log.warning("receive: dropped an RTCP packet: %s", e)
+            return
+        self.counts["rtcp"] += 1
+        if pt == rtp.RTCP_BYE and name == rtp.APP_BYE and ssrc == self.ssrc:
+            with self._lock:
+                if self.jb.end_seq is None:
+                    self.counts["bye"] += 1
+                    try:
+                        self.meter.loss.close_range(int(body["first"]), int(body["last"]))
+                        self.jb.set_end(int(body["last"]))
+                    except (KeyError, TypeError, ValueError):
+                        self.counts["malformed"] += 1
+
+    # playout thread ------------------------------------------------------------------
+    def _play_loop(self) -> None:
+        next_report = time.monotonic() + self.interval_s
+        while not self._stop.is_set():
+            now_ns = self.clock()
+            with self._lock:
+                slots = self.jb.pop(now_ns / 1e9)
+                finished = self.jb.finished
+            for s in slots:
+                self._play(s, now_ns)
+            if finished and not self.done.is_set():
+                self.done.set()
+            if time.monotonic() >= next_report:
+                next_report += self.interval_s
+                self._report(now_ns)
+            time.sleep(TICK_S)
+
+    def _play(self, slot, now_ns: int) -> None:
+        try:
+            if slot.kind in ("packet", "discard"):
+                y = self.dec.decode(slot.payload)
+            elif slot.kind == "fec":
+                y = self.dec.decode_fec(slot.payload)
+            else:
+                y = self.dec.conceal()
+        except Exception as e:  # a corrupt Opus payload: conceal, never stop playout
+            self.counts["decode_errors"] += 1
+            log.warning("receive: Opus could not decode seq %d (%s); concealed", slot.seq, e)
+            y = self.dec.conceal()
+        if slot.kind == "discard":
+            return
+        self.meter.audio(y)
+        if self.keep_audio:
+            self._frames.append(y)
+        if self.on_frame:
+            self.on_frame(slot.seq, now_ns, y)
+        if self.on_audio:
+            self.on_audio(y)
+
+    def _report(self, now_ns: int):
+        with self._lock:
+            t = self.meter.take(now_ns / 1e9, self.jb.late, self.jb.concealed,
+                                self.allocated_kbps)
+            peer = self._peer
+        self.telemetry.append(t)
+        if peer is None:
+            return t
+        body = {k: (None if isinstance(v, float) and v != v else v)
+                for k, v in t.to_dict().items()}
+        pkt = rtp.pack_app(rtp.APP_TELEMETRY, self.ssrc or 0, body)
+        try:
+            if isinstance(peer, socket.socket):
+                peer.sendall(rtp.frame_4571(pkt))
+            elif self._socks:
+                self._socks[0].sendto(pkt, peer)
+        except OSError as e:
+            self.counts["back_errors"] += 1
+            log.debug("receive: back channel: %s", e)
+        return t
+
+    # results -----------------------------------------------------------------------
+    def audio(self) -> np.ndarray:
+        """Everything played so far, (n,) float32 at 16 kHz."""
+        return np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the stream's end was played out; False on timeout."""
+        return self.done.wait(timeout)
+
+    def summary(self) -> dict:
+        m, jb = self.meter, self.jb
+        return {
+            "received": m.loss.received, "expected": m.loss.expected, "lost": m.loss.lost,
+            "reordered": m.reordered,
+            "loss_pct": round(m.loss.loss_pct(), 3),
+            "latency_ms": round(m.latency_sum_ms / m.latency_n, 3) if m.latency_n else None,
+            "jitter_ms": round(1000 * m.jitter_s, 3), "bytes": m.bytes_total,
+            "late": jb.late, "duplicates": jb.duplicates, "fec": jb.fec_frames,
+            "plc": jb.plc_frames, "inserted": jb.inserted, "discarded": jb.discarded,
+            "delay_ms": round(jb.delay_ms, 1), "target_ms": round(1000 * jb.target_s, 1),
+            "seconds": round(len(self._frames) * FRAME / 16_000, 3), **self.counts,
+        }
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=1.0)
+        with self._lock:
+            self._unbind()
+        self._sel.close()
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

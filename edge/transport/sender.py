@@ -1,0 +1,274 @@
+"""RTP/Opus sender: 16 kHz float32 blocks in, paced packets out, telemetry back.
+
+``Sender.write(block)`` cuts blocks of any length into 20 ms frames, encodes each with Opus and
+sends it at once (the caller is real time: the live loop, or :func:`send_file` which paces a
+file). Each packet carries the sender's PTP/wall time (``clock()``, ns), so the receiver can
+measure one-way latency. The receiver's per-second telemetry comes back on the same socket
+(RTCP APP packets) and lands in ``Sender.telemetry`` (a :class:`TelemetryLog`); the measured
+loss raises the Opus expected-loss hint so FEC follows the link.
+
+``--bitrate`` is what the stream may use on the wire: Opus gets that minus the RTP headers
+(32 bytes per packet, 12.8 kbit/s at 50 packets/s; plus 0.8 kbit/s of RFC 4571 framing on
+TCP), so the bytes sent match the configured bitrate. With a known link capacity the
+allocation is ``min(bitrate, share * capacity)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edge.params import Telemetry, TransportParams
+from edge.transport import rtp
+from edge.transport.codec import FRAME, FRAME_MS, TS_PER_FRAME, OpusEncoder
+from edge.transport.links import TransportError, open_link, parse_url
+from edge.transport.telemetry import TelemetryLog
+
+log = logging.getLogger(__name__)
+PACKETS_PER_S = 1000 // FRAME_MS
+BYE_REPEATS = 5  # a BYE is a datagram too: send it a few times so 20% loss cannot hide the end
+RECONNECT_S = 0.25
+
+
+def system_clock_ns() -> int:
+    """The PTP-disciplined system clock (phc2sys steers CLOCK_REALTIME), ns since the epoch."""
+    return time.time_ns()
+
+
+def allocation_kbps(params: TransportParams, capacity_kbps: float | None) -> float:
+    if capacity_kbps:
+        return min(float(params.bitrate_kbps), params.share * capacity_kbps)
+    return float(params.bitrate_kbps)
+
+
+def codec_bitrate_bps(params: TransportParams, capacity_kbps: float | None = None) -> int:
+    """Opus bitrate that makes RTP (+ framing) on the wire equal the allocation."""
+    header = rtp.HEADER_BYTES + (2 if params.protocol == "tcp" else 0)
+    overhead = 8 * header * PACKETS_PER_S
+    return max(6000, int(allocation_kbps(params, capacity_kbps) * 1000 - overhead))
+
+
+class Sender:
+    """Streams audio to ``url`` (udp://HOST:PORT or tcp://HOST:PORT) with ``params``."""
+
+    def __init__(self, url: str, params: TransportParams | None = None,
+                 clock: Callable[[], int] = system_clock_ns,
+                 telemetry: TelemetryLog | None = None, capacity_kbps: float | None = None,
+                 ssrc: int | None = None) -> None:
+        proto, self.host, self.port = parse_url(url)
+        params = params or TransportParams()
+        self.params = params if params.protocol == proto else params.replace(protocol=proto)
+        self.clock = clock
+        self.capacity_kbps = capacity_kbps
+        self.telemetry = telemetry if telemetry is not None else TelemetryLog()
+        self.ssrc = ssrc if ssrc is not None else int.from_bytes(os.urandom(4), "big")
+        self.first_seq = self.seq = int.from_bytes(os.urandom(2), "big")
+        self._ts: int | None = None
+        self._pending = np.zeros(0, np.float32)
+        self.packets = self.bytes = self.send_errors = self.dropped = 0
+        self.rtcp = self.rtcp_bad = self.reconnects = 0
+        self.measured_loss_pct = 0.0
+        self._enc = OpusEncoder(codec_bitrate_bps(self.params, capacity_kbps), self.params.fec,
+                                self.params.loss_hint_pct)
+        self._lock = threading.Lock()
+        self._link = None
+        self._next_connect = 0.0
+        self._closed = threading.Event()
+        self._connect(raise_errors=self.params.protocol == "tcp")
+        self._rx = threading.Thread(target=self._back_channel, name="rtcp-rx", daemon=True)
+        self._rx.start()
+
+    # connection --------------------------------------------------------------------
+    def _connect(self, raise_errors: bool = False) -> None:
+        try:
+            self._link = open_link(self.params.protocol, self.host, self.port)
+        except (TransportError, OSError) as e:
+            self._link = None
+            self._next_connect = time.monotonic() + RECONNECT_S
+            if raise_errors:
+                raise TransportError(str(e)) from None
+            log.warning("stream: %s (retrying)", e)
+
+    def _drop_link(self, why: str) -> None:
+        log.warning("stream: %s; reconnecting", why)
+        if self._link is not None:
+            self._link.close()
+        self._link = None
+        self._next_connect = time.monotonic() + RECONNECT_S
+        self.reconnects += 1
+
+    def update(self, params: TransportParams) -> None:
+        """Apply new parameters between two packets: bitrate, FEC and loss hint at once, a
+        protocol change by reconnecting (the next packet goes out on the new socket)."""
+        with self._lock:
+            old, self.params = self.params, params
+            self._enc.configure(codec_bitrate_bps(params, self.capacity_kbps), params.fec,
+                                max(params.loss_hint_pct, math.ceil(self.measured_loss_pct)))
+            if params.protocol != old.protocol:
+                if self._link is not None:
+                    self._link.close()
+                self._link = None
+                self._connect()
+                self.reconnects += 1
+
+    # sending -----------------------------------------------------------------------
+    def write(self, block: np.ndarray) -> None:
+        """Send 16 kHz mono float32 samples (any length; whole 20 ms frames go out now)."""
+        x = np.concatenate([self._pending, np.asarray(block, np.float32).reshape(-1)])
+        n = len(x) // FRAME
+        for i in range(n):
+            self._send_frame(x[i * FRAME:(i + 1) * FRAME])
+        self._pending = x[n * FRAME:]
+
+    def _send_frame(self, frame: np.ndarray) -> None:
+        with self._lock:
+            payload = self._enc.encode(frame)
+            now = self.clock()  # stamped after encoding: latency is the network's alone
+            if self._ts is None:  # RTP timestamp from the media clock: 48 kHz ticks of PTP time
+                self._ts = (now * 48_000 // 1_000_000_000) & 0xFFFFFFFF
+            alloc = allocation_kbps(self.params, self.capacity_kbps)
+            pkt = rtp.RtpPacket(seq=self.seq, timestamp=self._ts, ssrc=self.ssrc,
+                                payload=payload, send_ns=now,
+                                bitrate_kbps=self.params.bitrate_kbps,
+                                allocated_kbps=int(round(alloc))).pack()
+            self.seq = (self.seq + 1) & 0xFFFF
+            self._ts = (self._ts + TS_PER_FRAME) & 0xFFFFFFFF
+            self._send(pkt)
+
+    def _send(self, pkt: bytes) -> bool:
+        if self._link is None:
+            if time.monotonic() < self._next_connect:
+                self.dropped += 1
+                return False
+            self._connect()
+            if self._link is None:
+                self.dropped += 1
+                return False
+        try:
+            self._link.send(pkt)
+        except ConnectionRefusedError:  # UDP: ICMP port unreachable, receiver not up (yet)
+            self.send_errors += 1
+            return False
+        except OSError as e:
+            self.send_errors += 1
+            self.dropped += 1
+            if self._link.proto == "tcp":
+                self._drop_link(f"tcp send failed ({e.strerror or e})")
+            return False
+        self.packets += 1
+        self.bytes += len(pkt)
+        return True
+
+    # back channel ------------------------------------------------------------------
+    def _back_channel(self) -> None:
+        while not self._closed.is_set():
+            link = self._link
+            if link is None:
+                time.sleep(0.05)
+                continue
+            try:
+                packets = link.recv()
+            except OSError as e:
+                if self._closed.is_set() or link is not self._link:
+                    continue
+                with self._lock:
+                    if link is self._link and link.proto == "tcp":
+                        self._drop_link(f"receiver went away ({e})")
+                continue
+            for data in packets:
+                self._on_rtcp(data)
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            pt, name, _, body = rtp.parse_app(data)
+            if name != rtp.APP_TELEMETRY:
+                raise rtp.RtpError(f"unknown APP name {name!r}")
+            t = Telemetry.from_dict({k: (float("nan") if v is None else v)
+                                     for k, v in body.items()})
+        except (rtp.RtpError, TypeError, ValueError) as e:
+            self.rtcp_bad += 1
+            log.debug("back channel: ignored a packet (%s)", e)
+            return
+        self.rtcp += 1
+        self.telemetry.append(t)
+        # FEC follows the link: expected-loss hint = max(configured, smoothed measured loss)
+        self.measured_loss_pct = 0.7 * self.measured_loss_pct + 0.3 * t.loss_pct
+        with self._lock:
+            p = self.params
+            want = max(p.loss_hint_pct, math.ceil(self.measured_loss_pct))
+            if p.fec and want != self._enc.loss_pct:
+                self._enc.configure(self._enc.bitrate_bps, p.fec, min(want, 100))
+
+    # end ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Flush the last partial frame (zero padded), say BYE, close the socket."""
+        if self._closed.is_set():
+            return
+        if len(self._pending):
+            self.write(np.zeros(FRAME - len(self._pending), np.float32))
+        with self._lock:
+            last = (self.seq - 1) & 0xFFFF
+            bye = rtp.pack_app(rtp.APP_BYE, self.ssrc, {"first": self.first_seq, "last": last,
+                                                        "packets": self.packets,
+                                                        "sent": (self.seq - self.first_seq)
+                                                        & 0xFFFF},
+                               pt=rtp.RTCP_BYE)
+            for _ in range(BYE_REPEATS):
+                if self._link is not None:
+                    try:
+                        self._link.send(bye)
+                    except OSError:
+                        break
+                time.sleep(0.005)
+        self._closed.set()
+        self._rx.join(timeout=1.0)
+        with self._lock:
+            if self._link is not None:
+                self._link.close()
+                self._link = None
+
+    def stats(self) -> dict:
+        return {"packets": self.packets, "bytes": self.bytes, "send_errors": self.send_errors,
+                "dropped": self.dropped, "rtcp": self.rtcp, "rtcp_bad": self.rtcp_bad,
+                "reconnects": self.reconnects, "codec_bps": self._enc.bitrate_bps,
+                "loss_hint_pct": self._enc.loss_pct}
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class NetworkSink(Sender):
+    """The live loop's sink: ``NetworkSink(url, params).write(block_16k_float32)``, ``close()``."""
+
+
+def send_file(samples: np.ndarray, sender: Sender, realtime: bool = True,
+              progress: Callable[[int, int], None] | None = None,
+              on_frame: Callable[[int, int], None] | None = None) -> float:
+    """Send (n,) float32 16 kHz samples paced in real time: frame k leaves when its last
+    sample would have been captured. Returns the send start time (monotonic s).
+    ``on_frame(k, t_ns)`` is told the clock time at which frame k's first sample was
+    "captured" (used to measure glass-to-glass latency)."""
+    n = math.ceil(len(samples) / FRAME)
+    x = np.pad(np.asarray(samples, np.float32), (0, n * FRAME - len(samples)))
+    t0 = time.monotonic()
+    c0 = sender.clock()
+    for k in range(n):
+        if realtime:
+            wait = t0 + (k + 1) * FRAME_MS / 1000 - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        if on_frame:
+            on_frame(k, c0 + k * FRAME_MS * 1_000_000)
+        sender.write(x[k * FRAME:(k + 1) * FRAME])
+        if progress and k % 25 == 0:
+            progress(k, n)
+    return t0
