@@ -1,0 +1,213 @@
+"""SPEC §7 from telemetry to a strategy: k-means → K uniform bins → GA over a link model.
+
+    records (Telemetry + the params active when measured)
+      → k-means (scikit-learn, standardised monitoring vectors): cluster centres = the link
+        conditions seen, weighted by how often
+      → K uniform bins per monitoring parameter (host.kbins) → bin indices of each centre
+      → initial strategies from those bins (more jitter → more buffer, more loss/load → lower
+        bitrate, heavy loss → TCP) → GA (host.ga) minimising the expected C (host.fitness)
+        predicted by LinkModel for every cluster centre.
+
+LinkModel (the "fitness model fitted to telemetry"), per condition (latency L, loss p, jitter
+J, capacity Cap) and candidate (bitrate b, protocol, buffer B, share s):
+    overload   o = max(0, 1.1·b / (s·Cap) − 1);  p' = p + o/(1+o)       (congestion loss)
+    UDP:  lost = p';  delay = L;  late = exp(−B / (a·J))
+    TCP:  lost = 0;   delay = L + p'·(2L + 200 ms);  late = exp(−B / (a·(J + p'·(2L + 200))))
+    C = fitness.cost(quality(b, lost + late, snr), delay, B, b)
+``a`` (how many jitter units the delay spread reaches) is fitted to the measured late-packet
+rate of the records: a = median of −B / (J · ln(late/50)) over records with late packets;
+2.0 when none. Capacity per record: (measured or configured bitrate) / (bandwidth_util·share).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import HushlinkError
+from edge.params import Telemetry, TransportParams
+from host import fitness, ga, kbins
+
+FIELDS = Telemetry.MONITORED  # latency_ms, loss_pct, jitter_ms, bandwidth_util, snr_db
+
+
+class CalibrationError(HushlinkError):
+    pass
+
+
+@dataclass(frozen=True)
+class Record:
+    telemetry: Telemetry
+    params: TransportParams
+
+
+def load_records(path: str | Path) -> list[Record]:
+    """A ``collect`` file: JSON lines ``{"telemetry": {...}, "params": {...}}`` (plain
+    Telemetry lines are accepted too, with default params)."""
+    out = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise CalibrationError(f"cannot read {path}: {e.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            t = Telemetry.from_dict(d.get("telemetry", d))
+            p = TransportParams.from_dict(d.get("params") or {})
+        except (ValueError, TypeError, HushlinkError) as e:
+            raise CalibrationError(f"{path}:{n}: not a telemetry record ({e})") from None
+        out.append(Record(t, p))
+    if len(out) < 2:
+        raise CalibrationError(f"{path}: {len(out)} record(s); collect at least a few seconds")
+    return out
+
+
+def capacity_kbps(r: Record) -> float:
+    rate = r.telemetry.bitrate_kbps or r.params.bitrate_kbps
+    return rate / max(r.telemetry.bandwidth_util * r.params.share, 1e-3)
+
+
+def fit_jitter_scale(records: list[Record]) -> float:
+    vals = []
+    for r in records:
+        late = r.telemetry.late / fitness.PACKETS_PER_S
+        if 0 < late < 1 and r.telemetry.jitter_ms > 0:
+            vals.append(-r.params.buffer_ms / (r.telemetry.jitter_ms * math.log(late)))
+    return float(np.median(vals)) if vals else 2.0
+
+
+@dataclass(frozen=True)
+class Condition:
+    latency_ms: float
+    loss_pct: float
+    jitter_ms: float
+    capacity_kbps: float
+    snr_db: float
+    weight: float = 1.0  # share of the records in this cluster
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    conditions: tuple[Condition, ...]
+    jitter_scale: float = 2.0
+    weights: fitness.Weights = fitness.Weights()
+
+    def predict(self, p: TransportParams, c: Condition) -> dict:
+        over = max(0.0, 1.1 * p.bitrate_kbps / (p.share * c.capacity_kbps) - 1.0)
+        loss = min(1.0, c.loss_pct / 100.0 + over / (1.0 + over))
+        a = max(self.jitter_scale, 1e-3)
+        if p.protocol == "tcp":
+            extra = loss * (2 * c.latency_ms + 200.0)
+            lost, delay = 0.0, c.latency_ms + extra
+            late = math.exp(-p.buffer_ms / (a * max(c.jitter_ms + extra, 1e-3)))
+        else:
+            lost, delay = loss, c.latency_ms
+            late = math.exp(-p.buffer_ms / (a * max(c.jitter_ms, 1e-3)))
+        q = fitness.quality(p.bitrate_kbps, lost + late, c.snr_db)
+        return {"quality": q, "latency_ms": delay, "lost": lost, "late": late,
+                "cost": fitness.cost(q, delay, p.buffer_ms, p.bitrate_kbps, self.weights)}
+
+    def cost(self, p: TransportParams) -> float:
+        """Expected C over the conditions (weighted by cluster size)."""
+        return sum(c.weight * self.predict(p, c)["cost"] for c in self.conditions)
+
+    def cost_genes(self, genes: np.ndarray) -> float:
+        return self.cost(ga.to_params(genes))
+
+
+def cluster(X: np.ndarray, n_clusters: int, seed: int = 0):
+    """k-means on standardised columns. Returns (centres in original units (k, d), labels)."""
+    from sklearn.cluster import KMeans
+
+    n_clusters = max(1, min(n_clusters, len(np.unique(X, axis=0))))
+    mu, sd = X.mean(axis=0), X.std(axis=0)
+    sd[sd == 0] = 1.0
+    km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit((X - mu) / sd)
+    return km.cluster_centers_ * sd + mu, km.labels_
+
+
+def seeds_from_bins(bins: np.ndarray, k: int) -> np.ndarray:
+    """Initial strategies (gene vectors) from the 0-based bin indices of each cluster centre
+    (columns in FIELDS order)."""
+    out = []
+    for b in np.atleast_2d(bins):
+        lat, loss, jit, util, _ = (int(v) for v in b)
+        frac = lambda i: (i + 0.5) / k  # noqa: E731  (centre of bin i as a fraction)
+        buffer = ga.LO[2] + frac(max(jit, lat)) * (ga.HI[2] - ga.LO[2])
+        bitrate = ga.HI[0] - frac(max(loss, util)) * (ga.HI[0] - ga.LO[0])
+        proto = 1.0 if k > 1 and loss >= k // 2 else 0.0  # loss in the upper half: TCP
+        share = 0.5 + 0.5 * frac(util)
+        out.append([bitrate, proto, buffer, share])
+    return ga.clip(np.array(out))
+
+
+@dataclass
+class TuneResult:
+    params: TransportParams
+    predicted_cost: float
+    default_cost: float
+    model: LinkModel
+    centres: np.ndarray
+    labels: np.ndarray
+    bins: np.ndarray
+    edges: list[np.ndarray]
+    ga: ga.GAResult
+    X: np.ndarray = field(repr=False, default=None)
+
+    def to_dict(self, seed: int, cfg: ga.GAConfig) -> dict:
+        return {
+            "params": self.params.to_dict(),
+            "predicted_cost": self.predicted_cost,
+            "default_params": TransportParams().to_dict(),
+            "default_predicted_cost": self.default_cost,
+            "weights": self.model.weights.to_dict(),
+            "jitter_scale": self.model.jitter_scale,
+            "seed": seed, "ga": {"pop": cfg.pop, "generations": cfg.generations,
+                                 "evaluations": self.ga.evaluations},
+            "fields": list(FIELDS),
+            "clusters": [{"centre": dict(zip(FIELDS, map(float, c), strict=True)),
+                          "bins": [int(v) for v in b], "weight": cond.weight}
+                         for c, b, cond in zip(self.centres, self.bins, self.model.conditions,
+                                               strict=True)],
+            "bin_edges": {f: [float(v) for v in e] for f, e in zip(FIELDS, self.edges,
+                                                                    strict=True)},
+            "history": [{"best": g.best, "mean": g.mean, "s1": g.s1, "s2": g.s2,
+                         "groups": list(g.sizes)} for g in self.ga.history],
+        }
+
+
+def build_model(records: list[Record], n_clusters: int, k_bins: int,
+                weights: fitness.Weights, seed: int = 0):
+    X = np.array([r.telemetry.vector() for r in records])
+    centres, labels = cluster(X, n_clusters, seed)
+    cap = np.array([capacity_kbps(r) for r in records])
+    conds = []
+    for j, c in enumerate(centres):
+        members = labels == j
+        conds.append(Condition(latency_ms=float(c[0]), loss_pct=float(c[1]),
+                               jitter_ms=float(c[2]),
+                               capacity_kbps=float(np.median(cap[members])),
+                               snr_db=float(c[4]), weight=float(members.mean())))
+    _, edges = kbins.discretize(X, k_bins)
+    bins = np.stack([kbins.bin_index(centres[:, j], edges[j]) for j in range(X.shape[1])],
+                    axis=1)
+    model = LinkModel(tuple(conds), fit_jitter_scale(records), weights)
+    return model, X, centres, labels, bins, edges
+
+
+def tune(records: list[Record], *, n_clusters: int = 3, k_bins: int = 4,
+         weights: fitness.Weights = fitness.Weights(), cfg: ga.GAConfig = ga.GAConfig(),
+         on_generation=None) -> TuneResult:
+    model, X, centres, labels, bins, edges = build_model(records, n_clusters, k_bins, weights,
+                                                         cfg.seed)
+    seeds = np.vstack([seeds_from_bins(bins, k_bins), ga.from_params(TransportParams())])
+    res = ga.run(model.cost_genes, seeds, cfg, on_generation)
+    best = ga.to_params(res.best)
+    return TuneResult(best, res.best_cost, model.cost(TransportParams()), model, centres,
+                      labels, bins, edges, res, X)
