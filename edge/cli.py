@@ -6,6 +6,8 @@ import click
 
 from edge import __version__
 from edge.cliutil import CONTEXT, Group, not_implemented
+from edge.live_cli import file_command, live_command
+from edge.transport import cli as transport_cli
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -14,18 +16,8 @@ def cli() -> None:
     """Denoise speech on the device, keep its clock on PTP time, stream it, answer the host."""
 
 
-@cli.command("file", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def file_cmd(args) -> None:
-    """Denoise an audio file with the int8 model (streaming path)."""
-    not_implemented("edge-denoise file", 5)
-
-
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def live(args) -> None:
-    """Capture, denoise and play, record or stream live audio."""
-    not_implemented("edge-denoise live", 5)
+cli.add_command(file_command)  # edge/live_cli.py (issue 5)
+cli.add_command(live_command)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -35,18 +27,8 @@ def clock(args) -> None:
     not_implemented("edge-denoise clock", 6)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def send(args) -> None:
-    """Stream an audio file over RTP/Opus (UDP or TCP), paced in real time."""
-    not_implemented("edge-denoise send", 7)
-
-
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def receive(args) -> None:
-    """Receive an RTP/Opus stream through the jitter buffer."""
-    not_implemented("edge-denoise receive", 7)
+cli.add_command(transport_cli.send_cmd)
+cli.add_command(transport_cli.receive_cmd)
 
 
 @cli.command()

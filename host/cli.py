@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from edge import __version__
-from edge.cliutil import CONTEXT, Group, not_implemented
-from host import calibrate_cli
+from edge.cliutil import CONTEXT, Group
+from host import calibrate_cli, emulate
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -16,41 +16,13 @@ def cli() -> None:
 
 
 cli.add_command(calibrate_cli.probe_cmd)
+cli.add_command(calibrate_cli.collect_cmd)
+cli.add_command(calibrate_cli.tune_cmd)
+cli.add_command(calibrate_cli.apply_cmd)
+cli.add_command(calibrate_cli.report_cmd)
 
 
-@cli.command('collect', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def collect_cmd(args) -> None:
-    """Pull link telemetry from a device while its stream runs."""
-    not_implemented("host-calibrate collect", 8)
-
-
-@cli.command('tune', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def tune_cmd(args) -> None:
-    """Cluster, discretise and search parameters with the genetic algorithm."""
-    not_implemented("host-calibrate tune", 8)
-
-
-@cli.command('apply', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def apply_cmd(args) -> None:
-    """Push a strategy to the device, verify it live, confirm or revert."""
-    not_implemented("host-calibrate apply", 8)
-
-
-@cli.command('report', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def report_cmd(args) -> None:
-    """Write a report with plots of a calibration run."""
-    not_implemented("host-calibrate report", 8)
-
-
-@cli.command('emulate', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def emulate_cmd(args) -> None:
-    """Relay UDP/TCP with seeded loss, delay, jitter, reordering and rate limits."""
-    not_implemented("host-calibrate emulate", 7)
+cli.add_command(emulate.emulate_cmd)
 
 
 def main() -> None:

@@ -393,3 +393,64 @@ def start_emulator(protocol: str, listen: str, forward: str, imp: Impairment,
                    truth_path: str | os.PathLike | None = None) -> UdpEmulator | TcpEmulator:
     cls = UdpEmulator if protocol == "udp" else TcpEmulator
     return cls(listen, forward, imp, truth_path)
+
+
+# ---------------------------------------------------------------- command line
+def _cli():
+    import click
+
+    @click.command("emulate")
+    @click.option("--listen", required=True, metavar="ADDR:PORT",
+                  help="Where the sender sends to.")
+    @click.option("--forward", required=True, metavar="ADDR:PORT",
+                  help="The receiver's address.")
+    @click.option("--protocol", type=click.Choice(["udp", "tcp"]), default="udp",
+                  show_default=True)
+    @click.option("--loss", default="0%", show_default=True, help="Random loss, e.g. 5%.")
+    @click.option("--delay", default="0ms", show_default=True, help="One-way delay, e.g. 40ms.")
+    @click.option("--jitter", default="0ms", show_default=True,
+                  help="Uniform delay variation +-, e.g. 10ms.")
+    @click.option("--reorder", default="0%", show_default=True,
+                  help="Share of packets held back by --reorder-delay, e.g. 1%.")
+    @click.option("--reorder-delay", default="50ms", show_default=True)
+    @click.option("--rate", default="0", show_default=True,
+                  help="Bottleneck rate, e.g. 300kbit (0 = unlimited).")
+    @click.option("--queue", default="200ms", show_default=True,
+                  help="Bottleneck backlog before drop-tail.")
+    @click.option("--seed", default=1, show_default=True, type=int)
+    @click.option("--truth", type=click.Path(dir_okay=False),
+                  help="Write what was dropped/delayed/reordered here (JSON).")
+    @click.option("--duration", type=float, default=None,
+                  help="Stop after this many seconds (default: Ctrl-C).")
+    def emulate_cmd(listen, forward, protocol, loss, delay, jitter, reorder, reorder_delay,
+                    rate, queue, seed, truth, duration):
+        """Relay UDP/TCP with seeded loss, delay, jitter, reordering and rate limits."""
+        import signal
+
+        from edge.cliutil import err_console
+
+        imp = Impairment(loss=parse_pct(loss), delay_ms=parse_ms(delay),
+                         jitter_ms=parse_ms(jitter), reorder=parse_pct(reorder),
+                         reorder_ms=parse_ms(reorder_delay), rate_kbit=parse_rate(rate),
+                         queue_ms=parse_ms(queue), seed=seed)
+        if truth and not Path(truth).resolve().parent.is_dir():
+            raise EmulatorError(f"{Path(truth).parent}: output directory does not exist")
+        emu = start_emulator(protocol, listen, forward, imp, truth)
+        err_console.print(f"emulating {protocol}://{emu.listen[0]}:{emu.listen[1]} -> "
+                          f"{forward}: {imp}")
+        stop = threading.Event()
+        old = signal.signal(signal.SIGTERM, lambda *a: stop.set())
+        try:
+            stop.wait(duration)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, old)
+            t = emu.stop()
+        t["rtp"].pop("dropped_seqs", None)
+        click.echo(json.dumps(t))
+
+    return emulate_cmd
+
+
+emulate_cmd = _cli()

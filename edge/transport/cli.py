@@ -1,0 +1,189 @@
+"""``edge-denoise send`` and ``edge-denoise receive``. Heavy imports happen inside the commands
+so ``edge-denoise --help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import click
+
+from edge.errors import HushlinkError
+
+
+def _params(bitrate, buffer, share, fec, loss_hint, protocol):
+    from edge.params import TransportParams
+
+    return TransportParams(bitrate_kbps=bitrate, protocol=protocol, buffer_ms=buffer,
+                           share=share, fec=fec, loss_hint_pct=loss_hint)
+
+
+def _telemetry(path):
+    from edge.transport.telemetry import TelemetryLog
+
+    return TelemetryLog(path) if path else TelemetryLog()
+
+
+def _print(summary: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for k, v in summary.items():
+            click.echo(f"{k:14s} {v}")
+
+
+_common = [
+    click.option("--bitrate", default=64, show_default=True, type=int,
+                 help="Stream bitrate on the wire, kbit/s (50-200); Opus gets it minus the "
+                      "RTP headers."),
+    click.option("--buffer", default=200, show_default=True, type=int,
+                 help="Receiver jitter buffer bound, ms (100-500)."),
+    click.option("--share", default=1.0, show_default=True, type=float,
+                 help="Share of the link capacity allocated to this stream, (0, 1]."),
+    click.option("--fec/--no-fec", default=True, show_default=True,
+                 help="Opus in-band forward error correction."),
+    click.option("--loss-hint", default=5, show_default=True, type=int,
+                 help="Opus expected packet loss, %% (raised to the measured loss)."),
+    click.option("--telemetry", "telemetry_path", type=click.Path(dir_okay=False),
+                 help="Append the per-second link telemetry here (JSON lines)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+]
+
+
+def common(f):
+    for opt in reversed(_common):
+        f = opt(f)
+    return f
+
+
+@click.command("send")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--to", "url", required=True, metavar="URL",
+              help="udp://HOST:PORT or tcp://HOST:PORT")
+@click.option("--capacity", type=float, default=None,
+              help="Link capacity, kbit/s; the stream gets min(bitrate, share x capacity).")
+@common
+def send_cmd(path, url, capacity, bitrate, buffer, share, fec, loss_hint, telemetry_path,
+             as_json) -> None:
+    """Stream an audio file over RTP/Opus (UDP or TCP), paced in real time."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edge.audio import load_audio
+    from edge.cliutil import err_console
+    from edge.transport.links import parse_url
+    from edge.transport.sender import Sender, send_file
+
+    proto = parse_url(url)[0]
+    params = _params(bitrate, buffer, share, fec, loss_hint, proto)
+    clip = load_audio(path)
+    log = _telemetry(telemetry_path)
+    sender = Sender(url, params, telemetry=log, capacity_kbps=capacity)
+    try:
+        with Progress(TextColumn("sending"), BarColumn(), TimeRemainingColumn(),
+                      console=err_console, transient=True) as bar:
+            task = bar.add_task("send", total=clip.seconds)
+            send_file(clip.samples, sender,
+                      progress=lambda k, n: bar.update(task, completed=k * 0.02))
+    finally:
+        sender.close()
+        log.close()
+    last = log.window(5)
+    _print({"sent_s": round(clip.seconds, 3), **sender.stats(),
+            "telemetry_records": len(log),
+            "last_loss_pct": round(last[-1].loss_pct, 2) if last else None}, as_json)
+
+
+@click.command("receive")
+@click.option("--listen", required=True, metavar="ADDR:PORT", help="Where to listen.")
+@click.option("--protocol", type=click.Choice(["udp", "tcp"]), default="udp",
+              show_default=True)
+@click.option("--play", is_flag=True, help="Play on the default output device.")
+@click.option("--record", type=click.Path(dir_okay=False), help="Write the received audio.")
+@click.option("--duration", type=float, default=None,
+              help="Stop after this many seconds (default: when the sender says BYE).")
+@common
+def receive_cmd(listen, protocol, play, record, duration, bitrate, buffer, share, fec,
+                loss_hint, telemetry_path, as_json) -> None:
+    """Receive an RTP/Opus stream through the jitter buffer."""
+    from pathlib import Path
+
+    from edge.audio import save_audio
+    from edge.cliutil import err_console
+    from edge.transport.receiver import Receiver
+
+    if play and record:
+        raise click.UsageError("use --play or --record, not both")
+    if record and not Path(record).parent.exists():
+        raise HushlinkError(f"{Path(record).parent}: output directory does not exist")
+    params = _params(bitrate, buffer, share, fec, loss_hint, protocol)
+    player = _Player() if play else None
+    log = _telemetry(telemetry_path)
+    rx = Receiver(listen, params, on_audio=player.write if player else None,
+                  keep_audio=bool(record), telemetry=log)
+    err_console.print(f"listening on {protocol}://{rx.addr[0]}:{rx.port}")
+    stop = threading.Event()
+    old = signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    t_end = time.monotonic() + duration if duration else None
+    try:
+        while not stop.is_set() and not rx.done.is_set():
+            if t_end is not None and time.monotonic() >= t_end:
+                break
+            stop.wait(0.05)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        rx.close()
+        log.close()
+        if player:
+            player.close()
+    summary = rx.summary()
+    if record:
+        audio = rx.audio()
+        if not len(audio):
+            raise HushlinkError(f"no audio was received on {listen}; {record} not written")
+        save_audio(record, audio)
+        summary["record"] = record
+    _print(summary, as_json)
+
+
+class _Player:
+    """Default output device at 16 kHz; the PortAudio callback only pops queued frames."""
+
+    def __init__(self) -> None:
+        import collections
+
+        import numpy as np
+        import sounddevice as sd
+
+        self._q = collections.deque(maxlen=50)
+        self.underruns = 0
+        self._np = np
+
+        def cb(out, frames, t, status):
+            need, got = frames, []
+            while need > 0 and self._q:
+                f = self._q.popleft()
+                got.append(f[:need])
+                if len(f) > need:
+                    self._q.appendleft(f[need:])
+                need -= len(got[-1])
+            y = np.concatenate(got) if got else np.zeros(0, np.float32)
+            if len(y) < frames:
+                self.underruns += 1
+                y = np.pad(y, (0, frames - len(y)))
+            out[:, 0] = y
+
+        try:
+            self._s = sd.OutputStream(samplerate=16_000, channels=1, dtype="float32",
+                                      blocksize=320, callback=cb)
+            self._s.start()
+        except Exception as e:  # PortAudio errors have no common base class
+            raise HushlinkError(f"cannot open the output device: {e}") from None
+
+    def write(self, frame) -> None:
+        self._q.append(frame)
+
+    def close(self) -> None:
+        self._s.stop()
+        self._s.close()
