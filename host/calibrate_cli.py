@@ -5,8 +5,15 @@ in ``host.link`` (serial), ``host.calibrate`` (pipeline) and ``host.report``. He
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import click
+
+from edge.cliutil import err_console
+from edge.errors import HushlinkError
+from edge.params import TransportParams
 
 PORT = click.argument("port", envvar="EDGE_PORT")
 BAUD = click.option("--baud", "-b", type=int, default=921_600, show_default=True,
@@ -51,5 +58,237 @@ def probe_cmd(port: str, baud: int, as_json: bool) -> None:
             click.echo(f"{k:12s} {v}")
 
 
-def main_commands() -> list[click.Command]:
-    return [probe_cmd]
+
+
+# ---------------------------------------------------------------- plain functions
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def newest_t(dev) -> float:
+    """Time stamp of the device's newest telemetry record (0 when it has none)."""
+    r = dev.call("get_telemetry", {"window": 0.0})
+    if not r.get("source"):
+        raise CalibrationIOError("the device has no telemetry source (start `edge-denoise serve "
+                                 "--telemetry FILE` next to the receiver)")
+    return float(r["rows"][-1][r["fields"].index("t")]) if r["rows"] else 0.0
+
+
+class CalibrationIOError(HushlinkError):
+    pass
+
+
+def measure(dev, seconds: float, tick=None) -> tuple[list[dict], dict]:
+    """Telemetry records that arrive during the next ``seconds``, and the params active."""
+    since = newest_t(dev)
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.25))
+        if tick:
+            tick()
+    recs = [t.to_dict() for t in dev.telemetry(window=1e9, since=since)]
+    return recs, dev.get_params()["active"]
+
+
+def sweep_candidates(n: int, current: dict, seed: int) -> list[dict]:
+    """``n`` parameter sets: the current one, then seeded uniform draws over the ranges."""
+    import numpy as np
+
+    from host import ga
+
+    rng = np.random.default_rng(seed)
+    out = [current]
+    base = TransportParams.from_dict(current)
+    while len(out) < n:
+        out.append(ga.to_params(rng.uniform(ga.LO, ga.HI), base).to_dict())
+    return out[:n]
+
+
+def collect(dev, duration: float, *, sweep: int = 0, settle: float = 2.0, seed: int = 0,
+            progress=None) -> list[dict]:
+    """Pull telemetry for ``duration`` s; with ``sweep`` = N, N parameter sets in turn (each
+    on trial, so the device reverts by itself if the host vanishes), then the original set
+    restored. Returns ``{"telemetry": ..., "params": ...}`` lines."""
+    out: list[dict] = []
+    if sweep <= 1:
+        recs, params = measure(dev, duration, progress)
+        return [{"telemetry": r, "params": params} for r in recs]
+    original = dev.get_params()["active"]
+    dwell = duration / sweep
+    try:
+        for cand in sweep_candidates(sweep, original, seed):
+            dev.set_params(cand)
+            dev.apply(timeout_s=dwell + settle + 30)
+            time.sleep(min(settle, dwell / 2))
+            recs, params = measure(dev, max(dwell - settle, dwell / 2), progress)
+            out += [{"telemetry": r, "params": params} for r in recs]
+    finally:
+        dev.set_params(original)
+        dev.apply(timeout_s=0)
+    return out
+
+
+def apply_strategy(dev, params: dict, weights, *, seconds: float = 10.0, settle: float = 2.0,
+                   trial_s: float = 120.0, keep_worse: bool = False, tick=None) -> dict:
+    """Measure C live with the current params, push ``params`` on trial, measure again, and
+    confirm when C did not get worse (else revert)."""
+    from host.fitness import measured_cost
+
+    before, before_params = measure(dev, seconds, tick)
+    if not before:
+        raise CalibrationIOError(f"no telemetry arrived in {seconds:g} s: is the stream running?")
+    dev.set_params(params)
+    dev.apply(timeout_s=trial_s)
+    try:
+        time.sleep(settle)
+        after, after_params = measure(dev, seconds, tick)
+        if not after:
+            raise CalibrationIOError("no telemetry arrived after apply")
+    except BaseException:
+        dev.revert()
+        raise
+    c0 = measured_cost(before, before_params, weights)
+    c1 = measured_cost(after, after_params, weights)
+    better = c1 <= c0
+    if better or keep_worse:
+        dev.confirm()
+    else:
+        dev.revert()
+    return {"before": {"params": before_params, "cost": c0, "telemetry": before},
+            "after": {"params": after_params, "cost": c1, "telemetry": after},
+            "confirmed": better or keep_worse, "weights": weights.to_dict()}
+
+
+# ---------------------------------------------------------------- commands
+
+def _progress():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeRemainingColumn(),
+                    console=err_console, transient=True)
+
+
+@click.command("collect")
+@PORT
+@BAUD
+@click.option("--duration", "-d", type=float, default=60.0, show_default=True,
+              help="Seconds of telemetry to pull.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="telemetry.jsonl",
+              show_default=True, help="Output: JSON lines {telemetry, params}.")
+@click.option("--sweep", type=int, default=0, help="Try N parameter sets in turn (first: the "
+              "current one); the original set is restored at the end.")
+@click.option("--settle", type=float, default=2.0, show_default=True,
+              help="Seconds to wait after each parameter change before measuring.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sweep.")
+def collect_cmd(port, baud, duration, out, sweep, settle, seed) -> None:
+    """Pull link telemetry from a device while its stream runs."""
+    from host.link import connect
+
+    with connect(port, baud) as dev, _progress() as prog:
+        task = prog.add_task("collecting", total=duration)
+        t0 = time.monotonic()
+        lines = collect(dev, duration, sweep=sweep, settle=settle, seed=seed,
+                        progress=lambda: prog.update(task, completed=min(
+                            duration, time.monotonic() - t0)))
+    if not lines:
+        raise CalibrationIOError(f"no telemetry arrived in {duration:g} s: is the stream "
+                                 "running on the device?")
+    _atomic_text(Path(out), "".join(json.dumps(x) + "\n" for x in lines))
+    click.echo(f"{len(lines)} records, {len({json.dumps(x['params']) for x in lines})} "
+               f"parameter set(s) -> {out}")
+
+
+@click.command("tune")
+@click.argument("telemetry", type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="strategy.json",
+              show_default=True, help="Where to write the strategy.")
+@click.option("--clusters", type=int, default=3, show_default=True, help="k-means clusters.")
+@click.option("--bins", "k_bins", type=int, default=4, show_default=True,
+              help="K uniform bins per monitoring parameter.")
+@click.option("--pop", type=int, default=24, show_default=True, help="GA population.")
+@click.option("--generations", type=int, default=20, show_default=True, help="GA generations.")
+@click.option("--s1", type=float, help="Fixed threshold S1 (default: 1/3 quantile of C).")
+@click.option("--s2", type=float, help="Fixed threshold S2 (default: 2/3 quantile of C).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed (deterministic).")
+@_weights_options
+def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, **kw) -> None:
+    """Cluster, discretise and search parameters with the genetic algorithm."""
+    from host import calibrate, ga
+
+    if clusters < 1 or k_bins < 1 or pop < 4 or generations < 0:
+        raise click.UsageError("need --clusters >= 1, --bins >= 1, --pop >= 4, "
+                               "--generations >= 0")
+    if s1 is not None and s2 is not None and not s1 < s2:
+        raise click.UsageError("need S1 < S2")
+    weights = _weights(kw)
+    records = calibrate.load_records(telemetry)
+    cfg = ga.GAConfig(pop=pop, generations=generations, s1=s1, s2=s2, seed=seed)
+    with _progress() as prog:
+        task = prog.add_task("genetic algorithm", total=generations)
+        res = calibrate.tune(records, n_clusters=clusters, k_bins=k_bins, weights=weights,
+                             cfg=cfg, on_generation=lambda g, _: prog.update(task, completed=g + 1))
+    _atomic_text(Path(out), json.dumps(res.to_dict(seed, cfg), indent=1) + "\n")
+    p = res.params
+    click.echo(f"strategy: bitrate {p.bitrate_kbps} kbps, {p.protocol}, buffer {p.buffer_ms} ms, "
+               f"share {p.share:g}; predicted C {res.predicted_cost:.4f} "
+               f"(default {res.default_cost:.4f}) -> {out}")
+
+
+@click.command("apply")
+@PORT
+@click.argument("strategy", type=click.Path(dir_okay=False, exists=True))
+@BAUD
+@click.option("--measure", "seconds", type=float, default=10.0, show_default=True,
+              help="Seconds of telemetry measured before and after.")
+@click.option("--settle", type=float, default=2.0, show_default=True,
+              help="Seconds after apply before measuring.")
+@click.option("--trial", type=float, default=120.0, show_default=True,
+              help="The device reverts by itself unless confirmed within this many seconds.")
+@click.option("--keep-worse", is_flag=True, help="Confirm even if the live C got worse.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="apply.json",
+              show_default=True, help="Before/after measurements (for `report`).")
+def apply_cmd(port, strategy, baud, seconds, settle, trial, keep_worse, out) -> None:
+    """Push a strategy to the device, verify it live, confirm or revert."""
+    from host.fitness import Weights
+    from host.link import connect
+
+    try:
+        strat = json.loads(Path(strategy).read_text())
+        params = TransportParams.from_dict(strat["params"]).to_dict()
+        weights = Weights(**strat.get("weights", {}))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CalibrationIOError(f"{strategy}: not a strategy file from `tune` ({e})") from None
+    with connect(port, baud) as dev, _progress() as prog:
+        task = prog.add_task("measuring before/after", total=2 * seconds + settle)
+        t0 = time.monotonic()
+        res = apply_strategy(dev, params, weights, seconds=seconds, settle=settle, trial_s=trial,
+                             keep_worse=keep_worse, tick=lambda: prog.update(
+                                 task, completed=time.monotonic() - t0))
+    res["strategy"] = params
+    _atomic_text(Path(out), json.dumps(res) + "\n")
+    verdict = "confirmed" if res["confirmed"] else "reverted (live C got worse)"
+    click.echo(f"live C before {res['before']['cost']:.4f}, after {res['after']['cost']:.4f}: "
+               f"{verdict} -> {out}")
+
+
+@click.command("report")
+@click.option("--telemetry", "-t", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="The collect file.")
+@click.option("--strategy", "-s", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="The tune output.")
+@click.option("--apply", "-a", "apply_path", type=click.Path(dir_okay=False, exists=True),
+              help="The apply output (before/after telemetry).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="report",
+              show_default=True, help="Directory for report.md, report.html and PNG plots.")
+def report_cmd(telemetry, strategy, apply_path, out) -> None:
+    """Write a report with plots of a calibration run."""
+    from host.report import write_report
+
+    md = write_report(Path(telemetry), Path(strategy), Path(apply_path) if apply_path else None,
+                      Path(out))
+    click.echo(f"report -> {md}")
