@@ -203,11 +203,16 @@ def build_model(records: list[Record], n_clusters: int, k_bins: int,
 
 def tune(records: list[Record], *, n_clusters: int = 3, k_bins: int = 4,
          weights: fitness.Weights = fitness.Weights(), cfg: ga.GAConfig = ga.GAConfig(),
-         on_generation=None) -> TuneResult:
+         pins: dict | None = None, on_generation=None) -> TuneResult:
+    """The whole SPEC §7 pipeline. ``pins`` fixes parameters (e.g. ``{"protocol": "udp"}``
+    where the network allows only UDP); the GA searches the rest."""
+    pins = dict(pins or {})
+    TransportParams().replace(**pins)  # validate the pins now (ParamsError)
     model, X, centres, labels, bins, edges = build_model(records, n_clusters, k_bins, weights,
                                                          cfg.seed)
     seeds = np.vstack([seeds_from_bins(bins, k_bins), ga.from_params(TransportParams())])
-    res = ga.run(model.cost_genes, seeds, cfg, on_generation)
-    best = ga.to_params(res.best)
+    res = ga.run(lambda g: model.cost(ga.to_params(g).replace(**pins)), seeds, cfg,
+                 on_generation)
+    best = ga.to_params(res.best).replace(**pins)
     return TuneResult(best, res.best_cost, model.cost(TransportParams()), model, centres,
                       labels, bins, edges, res, X)

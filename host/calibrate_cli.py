@@ -203,6 +203,25 @@ def collect_cmd(port, baud, duration, out, sweep, settle, seed) -> None:
                f"parameter set(s) -> {out}")
 
 
+def _parse_pins(pins) -> dict:
+    out = {}
+    for item in pins:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--pin {item!r}: expected KEY=VALUE")
+        default = getattr(TransportParams(), key, None)
+        if default is None:
+            raise click.UsageError(f"--pin {key}: not a transport parameter")
+        if isinstance(default, bool):
+            out[key] = value.lower() in ("1", "true", "yes", "on")
+        else:
+            try:
+                out[key] = type(default)(value)
+            except ValueError:
+                raise click.UsageError(f"--pin {item!r}: bad value") from None
+    return out
+
+
 @click.command("tune")
 @click.argument("telemetry", type=click.Path(dir_okay=False, exists=True))
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="strategy.json",
@@ -215,8 +234,11 @@ def collect_cmd(port, baud, duration, out, sweep, settle, seed) -> None:
 @click.option("--s1", type=float, help="Fixed threshold S1 (default: 1/3 quantile of C).")
 @click.option("--s2", type=float, help="Fixed threshold S2 (default: 2/3 quantile of C).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (deterministic).")
+@click.option("--pin", "pins", multiple=True, metavar="KEY=VALUE",
+              help="Fix a parameter, e.g. --pin protocol=udp (repeatable).")
 @_weights_options
-def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, **kw) -> None:
+def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, pins,
+             **kw) -> None:
     """Cluster, discretise and search parameters with the genetic algorithm."""
     from host import calibrate, ga
 
@@ -226,12 +248,14 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, *
     if s1 is not None and s2 is not None and not s1 < s2:
         raise click.UsageError("need S1 < S2")
     weights = _weights(kw)
+    pinned = _parse_pins(pins)
     records = calibrate.load_records(telemetry)
     cfg = ga.GAConfig(pop=pop, generations=generations, s1=s1, s2=s2, seed=seed)
     with _progress() as prog:
         task = prog.add_task("genetic algorithm", total=generations)
         res = calibrate.tune(records, n_clusters=clusters, k_bins=k_bins, weights=weights,
-                             cfg=cfg, on_generation=lambda g, _: prog.update(task, completed=g + 1))
+                             cfg=cfg, pins=pinned,
+                             on_generation=lambda g, _: prog.update(task, completed=g + 1))
     _atomic_text(Path(out), json.dumps(res.to_dict(seed, cfg), indent=1) + "\n")
     p = res.params
     click.echo(f"strategy: bitrate {p.bitrate_kbps} kbps, {p.protocol}, buffer {p.buffer_ms} ms, "
