@@ -108,6 +108,7 @@ class LinkModel:
                            forwarded=0, bytes_out=0, delayed=0, reorder_held=0, reordered=0)
         self.rtp = dict(packets_in=0, dropped=0, reordered=0, dropped_seqs=[])
         self._delays: list[float] = []  # applied delay of each forwarded packet, ms
+        self._rtp_delays: list[float] = []  # the same for RTP packets only
 
     def decide(self, now: float, size: int, seq: int | None,
                keep_order: bool = False) -> float | None:
@@ -140,6 +141,8 @@ class LinkModel:
         c["bytes_out"] += size
         applied = (depart - now) * 1000.0
         self._delays.append(applied)
+        if seq is not None:
+            self._rtp_delays.append(applied)
         if applied > 0.05:
             c["delayed"] += 1
         return depart
@@ -154,23 +157,23 @@ class LinkModel:
     def truth(self) -> dict:
         """What was done, exactly; jitter is RFC 3550's estimator over the applied delays."""
         c = self.counts
-        j = 0.0
-        for a, b in zip(self._delays, self._delays[1:], strict=False):
-            j += (abs(b - a) - j) / 16.0
-        n = len(self._delays)
-        mean = sum(self._delays) / n if n else 0.0
         rtp_in = self.rtp["packets_in"]
         return {
             "impairment": asdict(self.imp), **c,
             "loss_pct": 100.0 * (c["dropped_loss"] + c["dropped_queue"]) / c["packets_in"]
             if c["packets_in"] else 0.0,
-            "delay_ms_mean": mean,
-            "delay_ms_min": min(self._delays, default=0.0),
-            "delay_ms_max": max(self._delays, default=0.0),
-            "jitter_rfc3550_ms": j,
+            **_delay_stats(self._delays),
             "rtp": {**self.rtp, "loss_pct": 100.0 * self.rtp["dropped"] / rtp_in
-                    if rtp_in else 0.0},
+                    if rtp_in else 0.0, **_delay_stats(self._rtp_delays)},
         }
+
+
+def _delay_stats(d: list[float]) -> dict:
+    j = 0.0
+    for a, b in zip(d, d[1:], strict=False):
+        j += (abs(b - a) - j) / 16.0
+    return {"delay_ms_mean": sum(d) / len(d) if d else 0.0, "delay_ms_min": min(d, default=0.0),
+            "delay_ms_max": max(d, default=0.0), "jitter_rfc3550_ms": j}
 
 
 # ---------------------------------------------------------------- sockets

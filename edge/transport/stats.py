@@ -124,3 +124,20 @@ def snr_estimate_db(x: np.ndarray, frame: int = 320, lo_pct: float = 10.0,
     lo = float(np.percentile(e, lo_pct)) + 1e-12
     hi = float(np.percentile(e, hi_pct))
     return float(np.clip(10.0 * np.log10(max(hi - lo, 1e-12) / lo), -10.0, 60.0))
+
+
+def align(ref: np.ndarray, deg: np.ndarray, max_lag: int = 16_000) -> np.ndarray:
+    """``deg`` shifted to line up with ``ref`` (codec delay, playout start), cut or zero padded
+    to ``len(ref)``; the lag is the cross-correlation peak within ±``max_lag`` samples."""
+    from scipy.signal import correlate
+
+    n = min(len(ref), len(deg))
+    if n == 0:
+        return np.zeros(len(ref), np.float32)
+    c = correlate(deg, ref, mode="full", method="fft")
+    lags = np.arange(-len(ref) + 1, len(deg))
+    ok = np.abs(lags) <= max_lag
+    lag = int(lags[ok][np.argmax(c[ok])])
+    y = deg[lag:] if lag >= 0 else np.concatenate([np.zeros(-lag, deg.dtype), deg])
+    y = y[: len(ref)]
+    return np.pad(y, (0, len(ref) - len(y))).astype(np.float32)
