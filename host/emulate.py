@@ -355,14 +355,15 @@ class TcpEmulator(_Base):
         queue: list = []  # (depart, data), already in order
         c.setblocking(False)
         up.setblocking(False)
-        eof = False  # the client finished: deliver what is still in flight, then close
+        eof = half_closed = False  # client finished: deliver what is in flight, half-close
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
                 while queue and queue[0][0] <= now:
                     up.sendall(queue.pop(0)[1])
-                if eof and not queue:
-                    break
+                if eof and not queue and not half_closed:
+                    up.shutdown(socket.SHUT_WR)
+                    half_closed = True
                 wait = min(0.05, max(queue[0][0] - now, 0.0)) if queue else 0.05
                 r, _, _ = select.select([up] if eof else [c, up], [], [], wait)
                 if c in r:
