@@ -1,0 +1,110 @@
+"""The command-line tools across two network namespaces joined by a veth pair: sender and
+emulator in one, receiver in the other. Telemetry is checked against the emulator's truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+IN_CI = os.environ.get("CI") == "true"
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+BIN = Path(sys.executable).parent
+SPEECH = "speech/vctk/p278/p278_003.flac"
+
+
+def _sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=20)
+
+
+@pytest.fixture(scope="module")
+def netns():
+    """Two namespaces, ``a`` (10.77.0.1) and ``b`` (10.77.0.2), unique to this process."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        if IN_CI:
+            pytest.fail("network namespaces need root and iproute2 in CI")
+        pytest.skip("network namespaces need root and iproute2")
+    pid = os.getpid()
+    a, b = f"hlt{pid}a", f"hlt{pid}b"
+    va, vb = f"hv{pid}a", f"hv{pid}b"
+    try:
+        _sh("ip", "netns", "add", a)
+        _sh("ip", "netns", "add", b)
+        _sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
+        _sh("ip", "link", "set", va, "netns", a)
+        _sh("ip", "link", "set", vb, "netns", b)
+        for ns, dev, ip in ((a, va, "10.77.0.1/24"), (b, vb, "10.77.0.2/24")):
+            _sh("ip", "-n", ns, "addr", "add", ip, "dev", dev)
+            _sh("ip", "-n", ns, "link", "set", dev, "up")
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", va], capture_output=True)
+
+
+def _start(ns: str, *args: str) -> subprocess.Popen:
+    p = subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return p
+
+
+def _run_once(netns, tmp: Path, wav: Path, tag: str, impair: list[str]) -> tuple[dict, dict]:
+    a, b = netns
+    truth, rx_tel = tmp / f"{tag}-truth.json", tmp / f"{tag}-rx.jsonl"
+    procs = []
+    try:
+        rx = _start(b, str(BIN / "edge-denoise"), "receive", "--listen", "10.77.0.2:5004",
+                    "--record", str(tmp / f"{tag}.wav"), "--telemetry", str(rx_tel), "--json",
+                    "--duration", "30")
+        procs.append(rx)
+        assert "listening" in rx.stderr.readline()
+        emu = _start(a, str(BIN / "host-calibrate"), "emulate", "--listen", "127.0.0.1:5005",
+                     "--forward", "10.77.0.2:5004", "--truth", str(truth), "--duration", "30",
+                     *impair)
+        procs.append(emu)
+        assert "emulating" in emu.stderr.readline()
+        snd = subprocess.run(["ip", "netns", "exec", a, str(BIN / "edge-denoise"), "send",
+                              str(wav), "--to", "udp://127.0.0.1:5005", "--bitrate", "64",
+                              "--json"], capture_output=True, text=True, timeout=30)
+        assert snd.returncode == 0, snd.stderr
+        out, err = rx.communicate(timeout=10)
+        assert rx.returncode == 0, err
+        emu.terminate()  # SIGTERM: the emulator writes its truth and exits cleanly
+        emu.communicate(timeout=10)
+        assert emu.returncode == 0
+        return json.loads(out.strip().splitlines()[-1]), json.loads(truth.read_text())
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def test_cli_stream_across_namespaces(netns, shared_data, tmp_path):
+    x, sr = sf.read(shared_data / SPEECH, dtype="float32")
+    wav = tmp_path / "in.wav"
+    sf.write(wav, x[: 3 * sr], sr)
+    base, _ = _run_once(netns, tmp_path, wav, "base", [])
+    assert base["lost"] == 0 and base["received"] == 150
+    rx, truth = _run_once(netns, tmp_path, wav, "lossy",
+                          ["--loss", "5%", "--delay", "40ms", "--jitter", "10ms",
+                           "--reorder", "1%", "--rate", "300kbit", "--seed", "3"])
+    t = truth["rtp"]
+    assert t["dropped"] > 0 and truth["protocol"] == "udp"
+    assert rx["loss_pct"] == pytest.approx(t["loss_pct"], abs=0.5)
+    assert rx["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base["latency_ms"], abs=2.0)
+    assert abs(rx["jitter_ms"] - t["jitter_rfc3550_ms"]) <= 1.5 + base["jitter_ms"]
+    assert rx["reordered"] == t["reordered"]
+    assert truth["back_packets"] >= 2  # telemetry went back to the sender's namespace
+    assert sf.info(tmp_path / "lossy.wav").duration == pytest.approx(3.0, abs=0.2)
+    assert 8 * truth["bytes_in"] / 3.0 / 1000 == pytest.approx(64, rel=0.10)
