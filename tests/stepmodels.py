@@ -61,47 +61,58 @@ def training_pairs(seconds: float = 60.0, seed: int = 0) -> tuple[np.ndarray, np
     return np.concatenate(clean_parts), np.concatenate(noisy_parts)
 
 
-def _torch_model(n_bins: int, hidden: int):
+def _torch_model(n_bins: int, hidden: int, mean: np.ndarray, std: np.ndarray):
     import torch
 
     class StepGRU(torch.nn.Module):
-        """features (1, n_bins), state (1, hidden) -> mask (1, n_bins), state (1, hidden)."""
+        """features (1, n_bins), state (1, hidden) -> mask (1, n_bins), state (1, hidden).
+
+        ``forward_seq`` runs the same weights with torch.nn.GRU over whole sequences for fast
+        training; ``forward`` is the one-hop step that gets exported.
+        """
 
         def __init__(self):
             super().__init__()
+            self.register_buffer("mean", torch.from_numpy(mean))
+            self.register_buffer("inv_std", torch.from_numpy(1.0 / std))
             self.inp = torch.nn.Linear(n_bins, hidden)
             self.gru = torch.nn.GRUCell(hidden, hidden)
             self.out = torch.nn.Linear(hidden, n_bins)
 
         def forward(self, feat, state):
-            z = torch.relu(self.inp(feat * 0.1 + 1.0))  # log-power is about -23..0
+            z = torch.relu(self.inp((feat - self.mean) * self.inv_std))
             h = self.gru(z, state)
             return torch.sigmoid(self.out(h)), h
+
+        def forward_seq(self, feats, gru):  # (batch, time, n_bins) -> (batch, time, n_bins)
+            z = torch.relu(self.inp((feats - self.mean) * self.inv_std))
+            return torch.sigmoid(self.out(gru(z)[0]))
 
     return StepGRU()
 
 
 def train(model, feats: np.ndarray, masks: np.ndarray, seconds: float, seed: int = 0) -> None:
-    """Truncated-BPTT training on (frames, bins) features/IRM for about ``seconds``."""
+    """Adam on (frames, bins) features -> IRM, 1 s sequences, for about ``seconds``."""
     import torch
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    hidden = model.gru.hidden_size
+    gru = torch.nn.GRU(hidden, hidden, batch_first=True)  # same maths as GRUCell, fused
+    params = [*model.inp.parameters(), *model.out.parameters(), *gru.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3)
     f, m = torch.from_numpy(feats), torch.from_numpy(masks)
-    seq, batch = 64, 16
+    seq, batch = 100, 16
     t_end = time.monotonic() + seconds
     while time.monotonic() < t_end:
-        starts = rng.integers(0, len(f) - seq, batch)
-        h = torch.zeros(batch, model.gru.hidden_size)
-        loss = 0.0
-        for t in range(seq):
-            idx = torch.from_numpy(starts + t)
-            pred, h = model(f[idx], h)
-            loss = loss + torch.mean((pred - m[idx]) ** 2)
+        idx = torch.from_numpy(rng.integers(0, len(f) - seq, batch)[:, None] + np.arange(seq))
+        loss = torch.mean((model.forward_seq(f[idx], gru) - m[idx]) ** 2)
         opt.zero_grad()
-        (loss / seq).backward()
+        loss.backward()
         opt.step()
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(model.gru, name).copy_(getattr(gru, f"{name}_l0"))
 
 
 def export_int8(model, feats: np.ndarray, path: Path, hidden: int) -> None:
@@ -184,7 +195,7 @@ def build_test_model(directory: Path, train_seconds: float = 20.0, name: str = "
         sx, ss = stft(noisy, fe), stft(clean, fe)
         feats = log_power(sx, fe)
         masks = ideal_ratio_mask(ss, sx)
-        model = _torch_model(fe.n_bins, HIDDEN)
+        model = _torch_model(fe.n_bins, HIDDEN, feats.mean(0), feats.std(0) + 1e-3)
         train(model, feats, masks, train_seconds)
         export_int8(model, feats, tflite, HIDDEN)
         write_metadata(tflite, feats, HIDDEN, name, fe)

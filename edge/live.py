@@ -1,0 +1,229 @@
+"""The live loop: capture -> bounded queue -> worker (resample, denoise, resample) -> sinks.
+
+The capture callback only copies a block and ``put_nowait``s it (a full queue is counted as an
+overrun, never waited on). One worker thread owns the model: it resamples the native-rate
+blocks to the model rate with a streaming soxr resampler, runs ``Denoiser.process_hop`` per
+10 ms hop and resamples back to each sink's rate. The main thread only watches: the status
+line, the duration, signals (SIGINT/SIGTERM stop, SIGUSR1 toggles bypass) and device loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.denoise import Denoiser
+from edge.errors import HushlinkError
+from edge.loopstats import LoopStats
+
+
+class DeviceLostError(HushlinkError):
+    """The capture device stopped delivering audio."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How the worker runs. Times in seconds; ``None`` duration = until stopped."""
+
+    duration_s: float | None = None
+    queue_blocks: int = 64  # capture queue depth before overruns are counted
+    stall_timeout_s: float = 2.0  # no audio for this long = the device is gone
+    cpu_affinity: tuple[int, ...] = ()
+    realtime_priority: int = 0
+    resample_quality: str = "HQ"
+
+
+class _Resampler:
+    """Streaming soxr resampler (identity when the rates match); (n,) float32 -> (m,)."""
+
+    def __init__(self, rate_in: int, rate_out: int, quality: str):
+        import soxr
+
+        self._rs = None if rate_in == rate_out else soxr.ResampleStream(
+            rate_in, rate_out, 1, dtype="float32", quality=quality)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x if self._rs is None else self._rs.resample_chunk(x)
+
+
+class LiveLoop:
+    """Runs ``source`` through ``denoiser`` into ``sinks`` until stopped. Call ``run()``."""
+
+    def __init__(self, source, denoiser: Denoiser, sinks: list, config: LoopConfig):
+        self.source, self.denoiser, self.sinks, self.config = source, denoiser, sinks, config
+        self.stats = LoopStats()
+        self.stop_event = threading.Event()
+        self.error: str | None = None
+        self.audio_s = 0.0
+        self.setup_warnings: list[str] = []
+        self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=config.queue_blocks)
+        self._done = threading.Event()
+
+    # -- capture side: runs in the audio callback; must never block
+    def _push(self, block: np.ndarray) -> None:
+        try:
+            self._q.put_nowait(block)
+        except queue.Full:
+            self.stats.overruns += 1
+
+    # -- worker
+    def _tune_thread(self) -> None:
+        cfg = self.config
+        if cfg.cpu_affinity:
+            try:
+                os.sched_setaffinity(0, cfg.cpu_affinity)  # 0 = this thread on Linux
+            except (OSError, ValueError) as e:
+                self.setup_warnings.append(f"cpu_affinity {list(cfg.cpu_affinity)}: {e}")
+        if cfg.realtime_priority > 0:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO,
+                                      os.sched_param(cfg.realtime_priority))
+            except (OSError, AttributeError) as e:
+                self.setup_warnings.append(f"realtime_priority {cfg.realtime_priority}: {e}"
+                                           " (needs CAP_SYS_NICE or a systemd unit)")
+
+    def _worker(self) -> None:
+        self._tune_thread()
+        den, st, hop = self.denoiser, self.stats, self.denoiser.hop
+        model_rate = den.fe.sample_rate
+        to_model = _Resampler(self.source.rate, model_rate, self.config.resample_quality)
+        to_sinks = [_Resampler(model_rate, s.rate, self.config.resample_quality)
+                    for s in self.sinks]
+        pending = np.zeros(0, dtype=np.float32)
+        limit = None if self.config.duration_s is None else int(
+            round(self.config.duration_s * model_rate))
+        produced = 0
+        last_audio = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    block = self._q.get(timeout=0.1)
+                except queue.Empty:
+                    if self.source.failed.is_set():
+                        raise DeviceLostError(self.source.error or "input device lost") from None
+                    if time.monotonic() - last_audio > self.config.stall_timeout_s:
+                        raise DeviceLostError(
+                            f"no audio from the input device for {self.config.stall_timeout_s:g}"
+                            " s (device removed or sound server gone)") from None
+                    if getattr(self.source, "done", None) is not None and self.source.done.is_set():
+                        break
+                    continue
+                last_audio = time.monotonic()
+                t0 = time.perf_counter()
+                st.blocks += 1
+                st.note_queue(self._q.qsize())
+                pending = np.concatenate([pending, to_model(block)])
+                n_hops = len(pending) // hop
+                if limit is not None:
+                    n_hops = min(n_hops, -(-(limit - produced) // hop))
+                out = np.empty(n_hops * hop, dtype=np.float32)
+                for i in range(n_hops):
+                    th = time.perf_counter()
+                    out[i * hop:(i + 1) * hop] = den.process_hop(pending[i * hop:(i + 1) * hop])
+                    st.hop_time.add(time.perf_counter() - th)
+                pending = pending[n_hops * hop:]
+                if limit is not None:
+                    out = out[:limit - produced]
+                produced += len(out)
+                st.hops += n_hops
+                for sink, rs in zip(self.sinks, to_sinks, strict=True):
+                    y = rs(out)
+                    if len(y):
+                        sink.write(y)
+                if n_hops:
+                    st.loop_time.add((time.perf_counter() - t0) / n_hops)
+                self.audio_s = produced / model_rate
+                if limit is not None and produced >= limit:
+                    break
+        except DeviceLostError as e:
+            self.error = str(e)
+        except Exception as e:  # report, never hang the main thread
+            self.error = f"worker failed: {type(e).__name__}: {e}"
+        finally:
+            self._done.set()
+
+    # -- control
+    def toggle_bypass(self) -> bool:
+        self.denoiser.bypass = not self.denoiser.bypass
+        self.stats.bypass_toggles += 1
+        return self.denoiser.bypass
+
+    def run(self, on_status=None, status_every_s: float = 0.25) -> dict:
+        """Start source and worker, wait for the end, close everything; returns the summary.
+
+        ``on_status(loop)`` is called from this thread every ``status_every_s``.
+        """
+        t_start = time.monotonic()
+        cpu0 = time.process_time()
+        worker = threading.Thread(target=self._worker, name="denoise-worker", daemon=True)
+        worker.start()
+        reason = "duration"
+        try:
+            self.source.start(self._push)
+            while not self._done.wait(status_every_s):
+                if on_status is not None:
+                    on_status(self)
+                if self.stop_event.is_set():
+                    reason = "stopped"
+                    break
+            if on_status is not None:
+                on_status(self)
+        finally:
+            self.stop_event.set()
+            self.source.stop()
+            worker.join(5.0)
+            for s in self.sinks:
+                with contextlib.suppress(Exception):
+                    s.close()
+        if self.error:
+            reason = "error"
+        elif reason == "duration" and self.config.duration_s is None:
+            reason = "end of input"
+        wall = time.monotonic() - t_start
+        summary = {"reason": reason, "error": self.error, "audio_s": round(self.audio_s, 3),
+                   "wall_s": round(wall, 3),
+                   "cpu_percent": round(100 * (time.process_time() - cpu0) / max(wall, 1e-9), 2),
+                   "peak_rss_mb": round(_peak_rss_mb(), 1),
+                   "capture_rate": self.source.rate, "period_frames": self.source.period,
+                   "model_rate": self.denoiser.fe.sample_rate,
+                   "algorithmic_latency_ms": round(self.denoiser.algorithmic_latency_s * 1e3, 3),
+                   "bypass": self.denoiser.bypass, "warnings": self.setup_warnings}
+        summary.update(self.stats.summary())
+        summary["input_overflows"] += int(self.source.input_overflows)
+        summary["underruns"] += sum(int(getattr(s, "underruns", 0)) for s in self.sinks)
+        return summary
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@contextlib.contextmanager
+def signal_handlers(loop: LiveLoop, on_toggle=None):
+    """SIGINT/SIGTERM stop the loop cleanly; SIGUSR1 toggles bypass. Restored afterwards."""
+    def stop(signum, frame):
+        loop.stop_event.set()
+
+    def toggle(signum, frame):
+        state = loop.toggle_bypass()
+        if on_toggle is not None:
+            on_toggle(state)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR1, toggle)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

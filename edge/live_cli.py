@@ -1,0 +1,164 @@
+"""``edge-denoise file`` and ``edge-denoise live``. Imports stay lazy so ``--help`` is fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edge.cliutil import err_console
+
+MODEL_HELP = "Model .tflite (with its .json beside it). Default: the shipped edge/models/default."
+
+
+@click.command("file")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False), help=MODEL_HELP)
+@click.option("--bypass", is_flag=True, help="Skip the mask (same path and latency): A/B check.")
+@click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
+    """Denoise an audio file with the streaming path, one 10 ms hop at a time.
+
+    The output has the input's rate and length (latency compensated); WAV, FLAC or OGG by
+    suffix. Prints the real-time factor (processing time / audio time).
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edge.denoise import denoise_file
+    from edge.model import StepModel
+
+    model = StepModel(model_path, num_threads=threads)
+    bar = Progress(TextColumn("denoising"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TimeRemainingColumn(), console=err_console, transient=True)
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            if done >= total:  # short file: finished before the first report, no bar
+                return
+            bar.start()  # started lazily so input errors print without a bar around them
+            task = bar.add_task("denoise", total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        out = denoise_file(src, dst, model, progress=progress, bypass=bypass)
+    finally:
+        if task is not None:
+            bar.stop()
+    out["model"] = model.describe()
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"{dst}: {out['seconds']:.2f} s at {out['sample_rate']} Hz denoised in "
+                   f"{out['wall_s']:.2f} s (real-time factor {out['rtf']:.4f}, "
+                   f"model {model.metadata.name} on {model.backend})")
+
+
+@click.command("live")
+@click.option("--duration", "-d", type=click.FloatRange(min=0.1),
+              help="Stop after this many seconds of audio (default: until Ctrl-C/SIGTERM).")
+@click.option("--device", "-D", help="Input device (PortAudio name substring or index). "
+              "Default: the profile's input_device.")
+@click.option("--output-device", help="Output device for playback. Default: the profile's.")
+@click.option("--list-devices", is_flag=True, help="List audio devices and exit.")
+@click.option("--profile", "-p", "profile_name", default="generic-linux", show_default=True,
+              help="Hardware profile name or .toml path (rates, periods, affinity).")
+@click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False), help=MODEL_HELP)
+@click.option("--rate", type=int, help="Capture rate in Hz (default: the profile's native_rate,"
+              " or the device's own when it refuses that).")
+@click.option("--record", type=click.Path(dir_okay=False),
+              help="Write the denoised audio to this .wav/.flac (progressively).")
+@click.option("--play/--no-play", default=None,
+              help="Play to the output device (default: on unless --record is given).")
+@click.option("--bypass", is_flag=True, help="Start in bypass (SIGUSR1 toggles at runtime).")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Also write the JSON summary to this file.")
+@click.option("--quiet", "-q", is_flag=True, help="No live status line.")
+def live_command(duration, device, output_device, list_devices, profile_name, model_path, rate,
+                 record, play, bypass, summary_path, quiet) -> None:
+    """Capture, denoise and play or record live audio.
+
+    The audio callback only queues blocks; a worker resamples to 16 kHz (soxr, streaming),
+    denoises hop by hop and resamples back. SIGINT/SIGTERM stop cleanly (files keep valid
+    headers), SIGUSR1 toggles bypass for A/B listening. Prints a JSON summary at exit and
+    exits 1 if the device disappears.
+    """
+    if list_devices:
+        from edge.sources import list_devices as table
+
+        click.echo(table())
+        return
+    summary = run_live(duration=duration, device=device, output_device=output_device,
+                       profile_name=profile_name, model_path=model_path, rate=rate,
+                       record=record, play=play, bypass=bypass, quiet=quiet)
+    text = json.dumps(summary, indent=1)
+    click.echo(text)
+    if summary_path:
+        Path(summary_path).write_text(text + "\n")
+    if summary["error"]:
+        err_console.print(f"Error: {summary['error']}"
+                          + (f" (partial recording kept: {record})" if record else ""))
+        sys.exit(1)
+
+
+def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
+             model_path=None, rate=None, record=None, play=None, bypass=False, quiet=True,
+             extra_sinks=()) -> dict:
+    """The ``live`` command as a function (also used by the benchmark); returns the summary.
+
+    ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
+    """
+    from rich.live import Live
+
+    from edge.denoise import Denoiser
+    from edge.live import LiveLoop, LoopConfig, signal_handlers
+    from edge.model import StepModel
+    from edge.profile import DeviceProfile
+    from edge.sinks import NullSink, PlaybackSink, RecordSink
+    from edge.sources import SoundDeviceSource, negotiate_rate, parse_device
+
+    prof = DeviceProfile.by_name(profile_name)
+    a, r = prof.audio, prof.runtime
+    in_dev = parse_device(device if device is not None else a.input_device)
+    capture_rate = negotiate_rate(in_dev, rate or a.native_rate, "input")
+    period = max(16, round(a.period_frames * capture_rate / a.native_rate))
+    model = StepModel(model_path, num_threads=r.num_threads)
+    sinks = list(extra_sinks)
+    if record:
+        sinks.append(RecordSink(record, capture_rate))
+    if play if play is not None else not record:
+        out_dev = parse_device(output_device if output_device is not None else a.output_device)
+        sinks.append(PlaybackSink(out_dev, negotiate_rate(out_dev, capture_rate, "output"),
+                                  period))
+    if not sinks:
+        sinks.append(NullSink())
+    source = SoundDeviceSource(in_dev, capture_rate, period, channels=a.channels,
+                               input_channel=a.input_channel)
+    cfg = LoopConfig(duration_s=duration, queue_blocks=r.queue_frames,
+                     cpu_affinity=r.cpu_affinity, realtime_priority=r.realtime_priority)
+    loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg)
+    status = Live("", console=err_console, transient=False, auto_refresh=False,
+                  redirect_stdout=False, redirect_stderr=False)
+
+    def on_status(lp):
+        if not quiet:
+            status.update(lp.stats.status_line(lp.audio_s, lp.denoiser.bypass), refresh=True)
+
+    with signal_handlers(loop), status if not quiet else _nothing():
+        summary = loop.run(on_status)
+    summary.update(model=model.describe(), profile=prof.name, record=record,
+                   input_device=str(in_dev if in_dev is not None else "default"))
+    return summary
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

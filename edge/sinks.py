@@ -1,0 +1,157 @@
+"""Where the live loop's denoised audio goes: a small interface and its implementations.
+
+A sink takes mono float32 blocks at its own ``rate`` (the loop resamples 16 kHz output to
+it with a streaming soxr resampler) and is closed once. ``write`` is called from the worker
+thread only, so implementations need no locking of their own beyond what they hand off.
+
+* ``RecordSink``: a WAV/FLAC file written progressively; its header is rewritten on every
+  write (libsndfile's auto header update) so even an abrupt end leaves a playable file.
+* ``PlaybackSink``: an output device (sounddevice); its callback only pops a queue.
+* ``CallbackSink``: hands blocks to any function (the network sender plugs in here).
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edge.errors import AudioError
+
+SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # libsndfile command: rewrite the header on every write
+
+
+class Sink(Protocol):
+    rate: int  # samples per second this sink wants
+
+    def write(self, block: np.ndarray) -> None:
+        """(n,) float32 in [-1, 1] at ``rate``."""
+
+    def close(self) -> None: ...
+
+
+class RecordSink:
+    """Progressively written sound file (format from the suffix: .wav or .flac)."""
+
+    def __init__(self, path: str | Path, rate: int, subtype: str | None = None):
+        import soundfile as sf
+
+        self.path = Path(path)
+        self.rate = int(rate)
+        fmt = {".wav": "WAV", ".flac": "FLAC"}.get(self.path.suffix.lower())
+        if fmt is None:
+            raise AudioError(f"{self.path}: record to .wav or .flac")
+        if not self.path.parent.is_dir():
+            raise AudioError(f"{self.path.parent}: output directory does not exist")
+        self.frames = 0
+        self._f = sf.SoundFile(str(self.path), "w", samplerate=self.rate, channels=1,
+                               format=fmt, subtype=subtype or ("PCM_16" if fmt == "FLAC"
+                                                               else "FLOAT"))
+        if fmt == "WAV":  # keep the RIFF sizes valid after every write
+            sf._snd.sf_command(self._f._file, SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL, 1)
+
+    def write(self, block: np.ndarray) -> None:
+        self._f.write(np.clip(block, -1.0, 1.0))
+        self.frames += len(block)
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+class CallbackSink:
+    """Calls ``fn(block)`` for every block; the hook for the RTP/Opus sender."""
+
+    def __init__(self, fn: Callable[[np.ndarray], None], rate: int = 16_000,
+                 on_close: Callable[[], None] | None = None):
+        self.rate = int(rate)
+        self._fn = fn
+        self._on_close = on_close
+
+    def write(self, block: np.ndarray) -> None:
+        self._fn(block)
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+
+
+class NullSink:
+    """Discards audio (benchmarks, --no-play without --record)."""
+
+    def __init__(self, rate: int = 16_000):
+        self.rate = rate
+        self.frames = 0
+
+    def write(self, block: np.ndarray) -> None:
+        self.frames += len(block)
+
+    def close(self) -> None:
+        pass
+
+
+class PlaybackSink:
+    """An output device. The worker queues blocks; the device callback pops them.
+
+    The callback never blocks: an empty queue plays silence and counts an underrun. Starts
+    after ``prefill`` periods are queued so the first callback does not starve.
+    """
+
+    def __init__(self, device: str | int | None, rate: int, period: int,
+                 queue_periods: int = 32, prefill: int = 2):
+        import sounddevice as sd
+
+        self.rate, self.period = int(rate), int(period)
+        self.underruns = 0
+        self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=queue_periods)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._prefill = prefill
+        self.dropped = 0
+        try:
+            self._stream = sd.OutputStream(device=device, samplerate=self.rate, channels=1,
+                                           dtype="float32", blocksize=self.period,
+                                           latency="low", callback=self._callback)
+        except (sd.PortAudioError, ValueError) as e:
+            raise AudioError(f"cannot open output device {device!r} at {rate} Hz: {e}") from None
+        self._started = False
+
+    def _callback(self, outdata, frames, time_info, status) -> None:
+        if status.output_underflow:
+            self.underruns += 1
+        out = outdata[:, 0]
+        filled = 0
+        while filled < frames:
+            if not len(self._buf):
+                try:
+                    self._buf = self._q.get_nowait()
+                except queue.Empty:
+                    self.underruns += 1
+                    out[filled:] = 0.0
+                    return
+            n = min(frames - filled, len(self._buf))
+            out[filled:filled + n] = self._buf[:n]
+            self._buf = self._buf[n:]
+            filled += n
+
+    def write(self, block: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, block.astype(np.float32)])
+        while len(self._pending) >= self.period:
+            try:
+                self._q.put_nowait(self._pending[:self.period].copy())
+            except queue.Full:
+                self.dropped += 1
+            self._pending = self._pending[self.period:]
+        if not self._started and self._q.qsize() >= self._prefill:
+            self._stream.start()
+            self._started = True
+
+    def close(self) -> None:
+        try:
+            self._stream.abort()
+            self._stream.close()
+        except Exception:  # a vanished device must not turn a clean stop into a traceback
+            pass
