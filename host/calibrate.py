@@ -58,6 +58,8 @@ def load_records(path: str | Path) -> list[Record]:
             continue
         try:
             d = json.loads(line)
+            if any(v is None or v != v for v in d.get("telemetry", d).values()):
+                continue  # an interval without packets (null latency): nothing to learn
             t = Telemetry.from_dict(d.get("telemetry", d))
             p = TransportParams.from_dict(d.get("params") or {})
         except (ValueError, TypeError, HushlinkError) as e:

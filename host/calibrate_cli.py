@@ -94,8 +94,9 @@ def measure(dev, seconds: float, tick=None) -> tuple[list[dict], dict]:
     return recs, dev.get_params()["active"]
 
 
-def sweep_candidates(n: int, current: dict, seed: int) -> list[dict]:
-    """``n`` parameter sets: the current one, then seeded uniform draws over the ranges."""
+def sweep_candidates(n: int, current: dict, seed: int, pins: dict | None = None) -> list[dict]:
+    """``n`` parameter sets: the current one, then seeded uniform draws over the ranges
+    (with ``pins`` held fixed)."""
     import numpy as np
 
     from host import ga
@@ -104,12 +105,13 @@ def sweep_candidates(n: int, current: dict, seed: int) -> list[dict]:
     out = [current]
     base = TransportParams.from_dict(current)
     while len(out) < n:
-        out.append(ga.to_params(rng.uniform(ga.LO, ga.HI), base).to_dict())
+        out.append(ga.to_params(rng.uniform(ga.LO, ga.HI), base).replace(**(pins or {}))
+                   .to_dict())
     return out[:n]
 
 
 def collect(dev, duration: float, *, sweep: int = 0, settle: float = 2.0, seed: int = 0,
-            progress=None) -> list[dict]:
+            pins: dict | None = None, progress=None) -> list[dict]:
     """Pull telemetry for ``duration`` s; with ``sweep`` = N, N parameter sets in turn (each
     on trial, so the device reverts by itself if the host vanishes), then the original set
     restored. Returns ``{"telemetry": ..., "params": ...}`` lines."""
@@ -120,7 +122,7 @@ def collect(dev, duration: float, *, sweep: int = 0, settle: float = 2.0, seed: 
     original = dev.get_params()["active"]
     dwell = duration / sweep
     try:
-        for cand in sweep_candidates(sweep, original, seed):
+        for cand in sweep_candidates(sweep, original, seed, pins):
             dev.set_params(cand)
             dev.apply(timeout_s=dwell + settle + 30)
             time.sleep(min(settle, dwell / 2))
@@ -151,8 +153,12 @@ def apply_strategy(dev, params: dict, weights, *, seconds: float = 10.0, settle:
     except BaseException:
         dev.revert()
         raise
-    c0 = measured_cost(before, before_params, weights)
-    c1 = measured_cost(after, after_params, weights)
+    try:
+        c0 = measured_cost(before, before_params, weights)
+        c1 = measured_cost(after, after_params, weights)
+    except ValueError as e:
+        dev.revert()
+        raise CalibrationIOError(f"cannot verify the strategy: {e}") from None
     better = c1 <= c0
     if better or keep_worse:
         dev.confirm()
@@ -185,7 +191,9 @@ def _progress():
 @click.option("--settle", type=float, default=2.0, show_default=True,
               help="Seconds to wait after each parameter change before measuring.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sweep.")
-def collect_cmd(port, baud, duration, out, sweep, settle, seed) -> None:
+@click.option("--pin", "pins", multiple=True, metavar="KEY=VALUE",
+              help="Keep a parameter fixed during the sweep, e.g. --pin protocol=udp.")
+def collect_cmd(port, baud, duration, out, sweep, settle, seed, pins) -> None:
     """Pull link telemetry from a device while its stream runs."""
     from host.link import connect
 
@@ -193,7 +201,7 @@ def collect_cmd(port, baud, duration, out, sweep, settle, seed) -> None:
         task = prog.add_task("collecting", total=duration)
         t0 = time.monotonic()
         lines = collect(dev, duration, sweep=sweep, settle=settle, seed=seed,
-                        progress=lambda: prog.update(task, completed=min(
+                        pins=_parse_pins(pins), progress=lambda: prog.update(task, completed=min(
                             duration, time.monotonic() - t0)))
     if not lines:
         raise CalibrationIOError(f"no telemetry arrived in {duration:g} s: is the stream "

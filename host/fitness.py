@@ -53,8 +53,10 @@ def cost(q: float, latency_ms: float, buffer_ms: float, bitrate_kbps: float,
 def measured_cost(records: list[dict], params: dict, w: Weights = Weights()) -> float:
     """C from live telemetry (``Telemetry.to_dict()`` records) under ``params``
     (``TransportParams.to_dict()``): means over the records; impaired = loss + late packets."""
-    if not records:
-        raise ValueError("no telemetry records to measure")
+    keys = ("latency_ms", "loss_pct", "snr_db")
+    records = [r for r in records if all(r.get(k) is not None and r[k] == r[k] for k in keys)]
+    if not records:  # (an interval without packets reports null or NaN latency)
+        raise ValueError("no complete telemetry records to measure")
     n = len(records)
     loss = sum(r["loss_pct"] for r in records) / n / 100.0
     late = sum(r.get("late", 0) for r in records) / n / PACKETS_PER_S
