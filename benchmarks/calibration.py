@@ -10,9 +10,10 @@
    pair, the host client (also paced) uploading a file on the other. A pty moves ~50 MB/s
    whatever the baud, so both ends pace their writes to the UART line rate (10 bits per byte);
    the fraction is file bytes/s over baud/10.
-3. Full cycle: collect (20 s, sweep of 4 parameter sets) + tune (24 × 20 GA) + apply (5 s
-   before, 5 s after) against the agent over a pty, with a device whose telemetry comes from a
-   simulated link that responds to the active parameters (tests/test_calibrate_cli.py).
+3. Full cycle: collect (24 s, sweep of 4 parameter sets, UDP pinned) + tune (24 × 20 GA) +
+   apply (8 s before, 8 s after) against an agent on a pty whose telemetry is the real RTP/Opus
+   receiver's, streaming through the user-space emulator at 8% loss, 60 ± 20 ms
+   (tests/test_calibrate_e2e.py's device).
 
     .venv/bin/python benchmarks/calibration.py [--quick]
 Writes benchmarks/results/calibration.json and .md.
@@ -26,7 +27,6 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -125,43 +125,36 @@ def throughput(baud: int, nbytes: int) -> dict:
 
 
 def full_cycle(collect_s: float, measure_s: float) -> dict:
-    from test_calibrate_cli import _simulate
-    from test_link_util import AgentProc, PtyPair
+    from test_calibrate_e2e import real_link_device
 
     from host import calibrate_cli
     from host.fitness import Weights
     from host.link import connect
 
-    with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        pair = PtyPair(d, f"cyc{os.getpid()}")
-        state, telem = d / "state", d / "t.jsonl"
-        state.mkdir()
-        stop = threading.Event()
-        th = threading.Thread(target=_simulate, args=(state, telem, stop), daemon=True)
-        th.start()
-        agent = AgentProc(pair.a, state, "--telemetry", str(telem))
-        try:
-            t0 = time.perf_counter()
-            with connect(pair.b) as dev:
-                lines = calibrate_cli.collect(dev, collect_s, sweep=4, settle=1.0)
-            t1 = time.perf_counter()
-            path = d / "c.jsonl"
-            path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-            res = calibrate.tune(calibrate.load_records(path))
-            t2 = time.perf_counter()
-            with connect(pair.b) as dev:
-                ap = calibrate_cli.apply_strategy(dev, res.params.to_dict(), Weights(),
-                                                  seconds=measure_s, settle=1.0)
-            t3 = time.perf_counter()
-        finally:
-            stop.set()
-            th.join()
-            agent.stop()
-            pair.stop()
+    pins = {"protocol": "udp"}  # the emulator relays UDP
+    with tempfile.TemporaryDirectory() as d, real_link_device(Path(d)) as url:
+        time.sleep(3.0)  # let the stream and its telemetry start
+        t0 = time.perf_counter()
+        with connect(url) as dev:
+            lines = calibrate_cli.collect(dev, collect_s, sweep=4, settle=1.5, pins=pins)
+        t1 = time.perf_counter()
+        path = Path(d) / "c.jsonl"
+        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        res = calibrate.tune(calibrate.load_records(path), pins=pins)
+        t2 = time.perf_counter()
+        with connect(url) as dev:
+            ap = calibrate_cli.apply_strategy(dev, res.params.to_dict(), Weights(),
+                                              seconds=measure_s, settle=2.0)
+        t3 = time.perf_counter()
+    mean = lambda key, f: float(np.mean([r[f] for r in ap[key]["telemetry"]]))  # noqa: E731
     return {"collect_s": t1 - t0, "tune_s": t2 - t1, "apply_s": t3 - t2, "total_s": t3 - t0,
-            "records": len(lines), "live_cost_before": ap["before"]["cost"],
-            "live_cost_after": ap["after"]["cost"], "confirmed": ap["confirmed"]}
+            "records": len(lines), "strategy": res.params.to_dict(),
+            "predicted_cost": res.predicted_cost, "default_predicted_cost": res.default_cost,
+            "live_cost_before": ap["before"]["cost"], "live_cost_after": ap["after"]["cost"],
+            "confirmed": ap["confirmed"],
+            "live": {k: {f: mean(k, f) for f in ("latency_ms", "loss_pct", "late",
+                                                  "concealed", "jitter_ms")}
+                     for k in ("before", "after")}}
 
 
 def main() -> None:
@@ -172,7 +165,7 @@ def main() -> None:
     res = {"search": search_benchmark(seeds, pop=24, gens=20),
            "throughput": [throughput(115_200, 32_768 if args.quick else 65_536),
                           throughput(921_600, 131_072 if args.quick else 393_216)],
-           "cycle": full_cycle(8.0 if args.quick else 20.0, 3.0 if args.quick else 5.0),
+           "cycle": full_cycle(12.0 if args.quick else 24.0, 4.0 if args.quick else 8.0),
            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -191,12 +184,18 @@ def main() -> None:
         md.append(f"| {t['baud']} | {t['bytes']} | {t['seconds']:.2f} | {t['bytes_per_s']:.0f} "
                   f"| {100 * t['fraction_of_line_rate']:.1f}% |")
     c = res["cycle"]
-    md += ["", "## Full cycle (simulated link behind a real agent on a pty)", "",
-           "| collect s | tune s | apply s | total s | live C before → after | confirmed |",
+    p = c["strategy"]
+    md += ["", "## Full cycle: real RTP/Opus transport through the emulator (8% loss, "
+           "60 ± 20 ms), agent on a pty", "",
+           "| collect s | tune s | apply s | total s | live C default → tuned | confirmed |",
            "|---|---|---|---|---|---|",
            f"| {c['collect_s']:.1f} | {c['tune_s']:.1f} | {c['apply_s']:.1f} | "
            f"{c['total_s']:.1f} | {c['live_cost_before']:.3f} → {c['live_cost_after']:.3f} | "
-           f"{c['confirmed']} |", ""]
+           f"{c['confirmed']} |", "",
+           f"Tuned: {p['bitrate_kbps']} kbps, {p['protocol']}, buffer {p['buffer_ms']} ms, "
+           f"share {p['share']}. Live means (default → tuned): "
+           + ", ".join(f"{f} {c['live']['before'][f]:.2f} → {c['live']['after'][f]:.2f}"
+                       for f in c["live"]["before"]) + ".", ""]
     (out / "calibration.md").write_text("\n".join(md))
     print("\n".join(md))
 

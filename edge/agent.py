@@ -174,7 +174,11 @@ class Agent:
         self.url, self.baud, self.profile, self.pace = url, baud, profile, pace
         self.state_dir = Path(state_dir)
         self.staging_dir = self.state_dir / "staging"
-        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HushlinkError(f"cannot use state directory {self.state_dir}: {e.strerror} "
+                                "(choose one with --state-dir)") from None
         self.telemetry = telemetry  # object with records() -> list[dict], or None
         self.stream = stream  # object with start(params), stop(), running; or None
         self.handlers: dict[str, Handler] = {}
@@ -242,11 +246,17 @@ class Agent:
         changed = params != self.active
         self.active = params
         self._save_params()
-        if changed:
+        if changed:  # a failing listener must not stop the others, nor the agent
             for fn in self.param_listeners:
-                fn(params)
+                try:
+                    fn(params)
+                except Exception as e:
+                    self.log(f"parameter listener failed: {type(e).__name__}: {e}")
             if self.stream is not None and self.stream.running:
-                self.stream.start(params)
+                try:
+                    self.stream.start(params)
+                except Exception as e:
+                    self.log(f"stream restart failed: {type(e).__name__}: {e}")
 
     def tick(self) -> None:
         """Housekeeping between reads: revert an unconfirmed trial when its time is up."""

@@ -6,6 +6,7 @@ apply (not only as predicted)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -38,8 +39,11 @@ def _speechlike(seconds: float = 4.0) -> np.ndarray:
     return (x + 0.003 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
 
 
-@pytest.fixture
-def device(tmp_path):
+@contextlib.contextmanager
+def real_link_device(tmp_path: Path, loss: float = 0.08, delay_ms: float = 60,
+                     jitter_ms: float = 20):
+    """A device streaming over the real transport through the emulator, its agent on a pty;
+    yields the host's end of the pty."""
     from edge.transport.receiver import Receiver
     from edge.transport.sender import Sender, send_file
     from edge.transport.telemetry import TelemetryLog
@@ -48,7 +52,7 @@ def device(tmp_path):
     log = TelemetryLog()
     rx = Receiver("127.0.0.1:0", TransportParams(), keep_audio=False, telemetry=log)
     emu = UdpEmulator("127.0.0.1:0", f"127.0.0.1:{rx.port}",
-                      Impairment(loss=0.08, delay_ms=60, jitter_ms=20, seed=8))
+                      Impairment(loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms, seed=8))
     tx = Sender(f"udp://127.0.0.1:{emu.listen[1]}", TransportParams())
     stop = threading.Event()
     audio = _speechlike()
@@ -65,15 +69,23 @@ def device(tmp_path):
     agent.param_listeners += [tx.update, rx.update]
     ath = threading.Thread(target=agent.serve_forever, daemon=True)
     ath.start()
-    yield pair.b
-    agent.stop()
-    ath.join(5)
-    stop.set()
-    th.join(10)
-    tx.close()
-    emu.stop()
-    rx.close()
-    pair.stop()
+    try:
+        yield pair.b
+    finally:
+        agent.stop()
+        ath.join(5)
+        stop.set()
+        th.join(10)
+        tx.close()
+        emu.stop()
+        rx.close()
+        pair.stop()
+
+
+@pytest.fixture
+def device(tmp_path):
+    with real_link_device(tmp_path) as url:
+        yield url
 
 
 @pytest.mark.slow

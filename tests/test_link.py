@@ -155,6 +155,40 @@ def test_unplug_and_replug(pair, agent):
     assert agent.alive()
 
 
+def test_plugin_handlers_and_info(pair, tmp_path):
+    """A module registers its own messages (as edge/flashdev.py does) without editing the
+    agent: the handler decorator, a slow handler (ACK first) and the setup_agent hook."""
+    mod = f"hlplugin{os.getpid()}"
+    (tmp_path / f"{mod}.py").write_text(
+        "from edge.agent import RemoteFailure, arg, handler\n"
+        "@handler('demo.size', slow=True)\n"
+        "def size(agent, args):\n"
+        "    return agent.staged_file(arg(args, 'name', str)).stat().st_size\n"
+        "@handler('demo.fail')\n"
+        "def fail(agent, args):\n"
+        "    raise RemoteFailure('demo', 'as asked')\n"
+        "def setup_agent(agent):\n"
+        "    agent.info_providers['demo'] = lambda: {'slots': ['a', 'b']}\n")
+    a = AgentProc(pair.a, tmp_path / "state", "--plugin", mod,
+                  env={"PYTHONPATH": str(tmp_path)})
+    try:
+        src = tmp_path / "x.bin"
+        src.write_bytes(b"12345")
+        with connect(pair.b) as dev:
+            assert dev.info["demo"] == {"slots": ["a", "b"]}
+            assert "demo.size" in dev.info["messages"]
+            dev.upload(src, "x.bin")
+            assert dev.call("demo.size", {"name": "x.bin"}) == 5
+            with pytest.raises(RemoteError) as e:
+                dev.call("demo.size", {"name": "missing.bin"})
+            assert e.value.code == "not_found"
+            with pytest.raises(RemoteError) as e:
+                dev.call("demo.fail")
+            assert e.value.code == "demo" and "as asked" in str(e.value)
+    finally:
+        a.stop()
+
+
 def test_probe_cli(pair, agent):
     from host.cli import cli
 
