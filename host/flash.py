@@ -1,0 +1,152 @@
+"""Push bundles to a device, and ask it for status, confirm and rollback.
+
+Two transports, one sequence (verify → write inactive slot → health check → switch on trial
+→ start check → confirm):
+
+- ``--root DIR``: a device filesystem mounted on this computer (or a local install): the
+  slot store (``edge/slots.py``) is driven directly.
+- ``--port PORT``: the serial link (``host/link.py``): the bundle is uploaded in CRC-checked
+  chunks into the device's staging area (resumed from what the device already holds, so an
+  interrupted push continues where it stopped), then ``flash.install`` and
+  ``flash.confirm`` run on the device (``edge/flashdev.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.errors import HushlinkError
+from edge.slots import FlashError, SlotStore
+
+
+class PushError(HushlinkError):
+    pass
+
+
+def _store(root: str | Path, profile: str | None) -> SlotStore:
+    return SlotStore(root, profile=profile)
+
+
+# ------------------------------------------------------------------------- --root DIR
+def init_root(root: str | Path, keys: list[Path], *, max_bundle_bytes: int | None = None,
+              trial_timeout_s: float | None = None) -> list[str]:
+    datas = []
+    for k in keys:
+        try:
+            datas.append(Path(k).read_bytes())
+        except OSError as e:
+            raise PushError(f"cannot read public key {k}: {e.strerror}") from None
+    return _store(root, None).init(datas, max_bundle_bytes=max_bundle_bytes,
+                                   trial_timeout_s=trial_timeout_s)
+
+
+def push_root(bundle: str | Path, root: str | Path, *, profile: str | None = None,
+              allow_downgrade: bool = False, confirm: bool = True,
+              trial_timeout_s: float | None = None, log=lambda msg: None) -> dict:
+    """Install into a mounted device root; confirms after a healthy start unless told not to."""
+    t0 = time.perf_counter()
+    s = _store(root, profile)
+    s.boot(log=log)  # a trial left over from an earlier, interrupted push is not kept
+    out = s.install(bundle, allow_downgrade=allow_downgrade, trial_timeout_s=trial_timeout_s,
+                    log=log)
+    if confirm:
+        out["confirmed"] = s.confirm()["health"]
+    out["state"] = s.status()["state"]
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def status_root(root: str | Path, profile: str | None = None) -> dict:
+    return _store(root, profile).status()
+
+
+def rollback_root(root: str | Path) -> dict:
+    return _store(root, None).rollback("requested")
+
+
+def confirm_root(root: str | Path) -> dict:
+    return _store(root, None).confirm()
+
+
+# ------------------------------------------------------------------------- --port PORT
+def _connect(port: str, baud: int, pace: bool = False):
+    from host.link import connect
+
+    dev = connect(port, baud, pace=pace, timeout=1.0)
+    if "flash.install" not in dev.info.get("messages", []):
+        dev.close()
+        raise PushError(f"the agent on {port} has no flash messages (hushlink "
+                        f"{dev.info.get('runtime')} without edge/flashdev.py)")
+    return dev
+
+
+def _call(dev, method: str, args: dict | None = None):
+    from host.link import RemoteError
+
+    try:
+        return dev.call(method, args or {})
+    except RemoteError as e:  # the device's one-line reason, with its code
+        raise FlashError(f"{e.remote_message} [{e.code}]", e.code) from None
+
+
+def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
+                allow_downgrade: bool = False, confirm: bool = True,
+                trial_timeout_s: float | None = None, pace: bool = False,
+                progress: Callable[[int, int], None] | None = None,
+                log=lambda msg: None) -> dict:
+    """Upload (resuming), install, and confirm over the serial link. Returns a summary with
+    the transfer's bytes, seconds and resume offset."""
+    p = Path(bundle)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise PushError(f"cannot read {p}: {e.strerror}") from None
+    sha = hashlib.sha256(data).hexdigest()
+    name = f"bundle-{sha[:16]}.hlb"  # content-named: a resumed push finds its partial upload
+    t0 = time.perf_counter()
+    with _connect(port, baud, pace) as dev:
+        first: list[int] = []
+
+        def cb(done: int, total: int) -> None:
+            if not first:
+                first.append(done)
+            if progress:
+                progress(done, total)
+
+        t_up = time.perf_counter()
+        if _call(dev, "flash.staged", {"name": name, "sha256": sha})["present"]:
+            first.append(len(data))
+            if progress:
+                progress(len(data), len(data))
+        else:
+            dev.upload(p, name, progress=cb)
+        upload_s = time.perf_counter() - t_up
+        args = {"name": name, "allow_downgrade": allow_downgrade}
+        if trial_timeout_s is not None:
+            args["trial_timeout_s"] = float(trial_timeout_s)
+        log("verifying, writing the inactive slot and checking health on the device")
+        out = _call(dev, "flash.install", args)
+        if confirm:
+            out["confirmed"] = _call(dev, "flash.confirm")["health"]
+        out["state"] = _call(dev, "flash.status")["state"]
+    out.update(bytes=len(data), resumed_from=first[0] if first else 0,
+               upload_s=round(upload_s, 3), seconds=round(time.perf_counter() - t0, 3))
+    return out
+
+
+def status_serial(port: str, baud: int = 921_600) -> dict:
+    with _connect(port, baud) as dev:
+        return _call(dev, "flash.status")
+
+
+def rollback_serial(port: str, baud: int = 921_600) -> dict:
+    with _connect(port, baud) as dev:
+        return _call(dev, "flash.rollback")
+
+
+def confirm_serial(port: str, baud: int = 921_600) -> dict:
+    with _connect(port, baud) as dev:
+        return _call(dev, "flash.confirm")
