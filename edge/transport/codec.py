@@ -1,9 +1,12 @@
 """Opus through opuslib over the system libopus: 16 kHz mono float32, 20 ms frames.
 
-The encoder runs in CBR so bytes on the wire follow the configured bitrate exactly; in-band
-FEC and the expected-loss hint are set at runtime (opuslib's ``inband_fec`` setter is broken,
-so the CTL is issued directly). The decoder conceals a lost frame from the next packet's FEC
-data when there is some, else with Opus PLC.
+Bytes on the wire follow the configured bitrate: the encoder runs in constrained VBR a little
+under the budget and every packet is padded (``opus_packet_pad``, which the decoder ignores) to
+the constant size the budget allows. Plain CBR would do that too, but libopus's SILK mode,
+which in-band FEC selects, loses quality in CBR above about 150 kbit/s (PESQ-WB 4.56 -> 3.6 at
+187 kbit/s). In-band FEC and the expected-loss hint are set at runtime (opuslib's
+``inband_fec`` setter is broken, so the CTL is issued directly). The decoder conceals a lost
+frame from the next packet's FEC data when there is some, else with Opus PLC.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ RATE = 16_000
 FRAME_MS = 20
 FRAME = RATE * FRAME_MS // 1000  # 320 samples per packet
 TS_PER_FRAME = 48_000 * FRAME_MS // 1000  # RTP timestamp increment (48 kHz clock)
+MAX_OPUS_PACKET = 1275
+VBR_HEADROOM = 0.95  # VBR aims a little low so the padded packets rarely overshoot
 
 
 class CodecError(HushlinkError):
@@ -44,27 +49,45 @@ class OpusEncoder:
         ol = _opuslib()
         self._api = ol.api
         self._enc = ol.Encoder(RATE, 1, ol.APPLICATION_AUDIO)
-        self._enc.vbr = 0
+        self._enc.vbr = 1
+        self._enc.vbr_constraint = 1
         self._enc.complexity = complexity
+        self._debt = 0  # bytes sent over the budget, to repay from padding
+        lib = ol.api.libopus
+        self._pad = lib.opus_packet_pad
+        self._pad.argtypes = (ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32)
+        self._pad.restype = ctypes.c_int
         self.configure(bitrate_bps, fec, loss_pct)
 
     def configure(self, bitrate_bps: int, fec: bool, loss_pct: int) -> None:
         """Apply new settings between two frames (no state reset, no glitch)."""
         enc, api = self._enc, self._api
         try:
-            enc.bitrate = int(bitrate_bps)
+            enc.bitrate = int(bitrate_bps * VBR_HEADROOM)
             api.encoder.encoder_ctl(enc.encoder_state, api.ctl.set_inband_fec, int(bool(fec)))
             enc.packet_loss_perc = int(np.clip(loss_pct, 0, 100))
         except Exception as e:
             raise CodecError(f"libopus refused bitrate={bitrate_bps} fec={fec} "
                              f"loss={loss_pct}: {e}") from None
         self.bitrate_bps, self.fec, self.loss_pct = int(bitrate_bps), bool(fec), int(loss_pct)
+        self.packet_bytes = min(MAX_OPUS_PACKET, int(bitrate_bps) * FRAME_MS // 8000)
 
     def encode(self, frame: np.ndarray) -> bytes:
         x = np.ascontiguousarray(frame, dtype=np.float32)
         if x.shape != (FRAME,):
             raise CodecError(f"Opus frame must be ({FRAME},) float32, got {x.shape}")
-        return self._enc.encode_float(x.tobytes(), FRAME)
+        p = self._enc.encode_float(x.tobytes(), FRAME)
+        # a packet over the budget (a VBR onset) is sent whole and repaid from the padding of
+        # the next ones, so the long-run byte rate equals the budget
+        size = max(len(p), self.packet_bytes - self._debt)
+        self._debt += size - self.packet_bytes
+        if size == len(p):
+            return p
+        buf = ctypes.create_string_buffer(p, size)
+        if self._pad(buf, len(p), size) != 0:
+            self._debt -= size - len(p)
+            return p
+        return buf.raw
 
 
 class OpusDecoder:
