@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,7 +17,7 @@ from click.testing import CliRunner
 from test_link_util import AgentProc, PtyPair, Relay
 
 from edge import protocol as P
-from edge.link import NoAnswer, PortBusy, PortMissing, RemoteError, Requester, open_link
+from edge.link import LinkError, NoAnswer, PortBusy, PortMissing, RemoteError, Requester, open_link
 from edge.params import Telemetry
 from host.link import VersionMismatch, connect
 
@@ -228,3 +230,72 @@ def test_corrupting_relay_10000_exchanges(tmp_path):
         agent.stop()
         host_side.stop()
         dev_side.stop()
+
+
+def test_stream_control_restarts_with_new_params(pair, tmp_path):
+    """start_stream runs --stream-cmd with the active parameters, restarts it when they
+    change, stop_stream ends it."""
+    out = tmp_path / "runs.txt"
+    script = tmp_path / "fake_stream.py"
+    script.write_text("import sys, time\n"
+                      f"open({str(out)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                      "time.sleep(60)\n")
+    a = AgentProc(pair.a, tmp_path / "state", "--stream-cmd",
+                  f"{sys.executable} {script} {{bitrate_kbps}} {{protocol}} {{buffer_ms}}")
+    try:
+        def runs(n):
+            deadline = time.monotonic() + 20
+            while len(out.read_text().splitlines() if out.exists() else []) < n:
+                assert time.monotonic() < deadline, a.log.read_text()
+                time.sleep(0.05)
+            return out.read_text().splitlines()
+
+        with connect(pair.b) as dev:
+            assert dev.start_stream() == {"running": True}
+            assert runs(1) == ["64 udp 200"]
+            dev.set_params(buffer_ms=250, bitrate_kbps=80)
+            dev.apply(timeout_s=0)
+            assert runs(2) == ["64 udp 200", "80 udp 250"]
+            assert dev.stop_stream() == {"running": False}
+    finally:
+        a.stop()
+
+
+def test_socket_url(tmp_path):
+    """A device reachable over TCP (ser2net-style bridge): the host uses socket://."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    link = str(tmp_path / f"s{os.getpid()}")
+    bridge = subprocess.Popen(["socat", f"tcp-listen:{port},bind=127.0.0.1,reuseaddr",
+                               f"pty,raw,echo=0,link={link}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # socat creates the pty once a TCP client is there: connect first, then the agent
+        for _ in range(50):
+            try:
+                ln = open_link(f"socket://127.0.0.1:{port}")
+                break
+            except LinkError:
+                time.sleep(0.1)
+        _wait_path(link)
+        a = AgentProc(link, tmp_path / "state")
+        try:
+            rpc = Requester(ln, timeout=0.5, retries=5)
+            assert rpc.call("hello", {"version": P.PROTOCOL_VERSION})["protocol"] == 1
+            assert rpc.call("echo", {"x": b"\x00\x01"}) == {"x": b"\x00\x01"}
+        finally:
+            ln.close()
+            a.stop()
+    finally:
+        bridge.terminate()
+        bridge.wait(5)
+
+
+def _wait_path(path: str) -> None:
+    deadline = time.monotonic() + 5
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
