@@ -42,6 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cbor2
+
 from edge import __version__
 from edge import protocol as P
 from edge.errors import HushlinkError
@@ -335,7 +337,11 @@ class Agent:
                 raise RemoteFailure("unknown_method", f"unknown message {method!r}")
             if h.slow:
                 self._send(P.encode_frame(P.Kind.ACK, fr.seq))
-            out = P.response_ok(fr.seq, h.fn(self, args))
+            result = h.fn(self, args)
+            try:
+                out = P.response_ok(fr.seq, result)
+            except P.ProtocolError as e:
+                raise RemoteFailure("too_large", f"{method}: reply too large ({e})") from None
         except RemoteFailure as e:
             out = P.response_error(fr.seq, e.code, str(e))
         except P.ProtocolError as e:
@@ -431,9 +437,13 @@ def _get_telemetry(agent: Agent, args: dict) -> dict:
         newest = recs[-1]["t"]
         recs = [r for r in recs if r["t"] > since and r["t"] >= newest - window]
     fields = list(recs[0]) if recs else []
-    rows = [[r.get(k) for k in fields] for r in recs[:limit]]
-    return {"fields": fields, "rows": rows, "more": len(recs) > limit,
-            "params": agent.active.to_dict(), "source": agent.telemetry is not None}
+    while True:  # fewer rows if wide records would not fit one frame
+        rows = [[r.get(k) for k in fields] for r in recs[:limit]]
+        out = {"fields": fields, "rows": rows, "more": len(recs) > limit,
+               "params": agent.active.to_dict(), "source": agent.telemetry is not None}
+        if limit == 1 or len(cbor2.dumps(out)) <= P.MAX_BODY - 64:
+            return out
+        limit //= 2
 
 
 @handler("get_params")

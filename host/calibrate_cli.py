@@ -86,11 +86,17 @@ def measure(dev, seconds: float, tick=None) -> tuple[list[dict], dict]:
     """Telemetry records that arrive during the next ``seconds``, and the params active."""
     since = newest_t(dev)
     end = time.monotonic() + seconds
+    recs: list[dict] = []
+    next_pull = time.monotonic() + 5.0
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(left, 0.25))
         if tick:
             tick()
-    recs = [t.to_dict() for t in dev.telemetry(window=1e9, since=since)]
+        if time.monotonic() >= next_pull:  # pull as we go: the device's ring is bounded
+            recs += [t.to_dict() for t in dev.telemetry(window=1e9, since=since)]
+            since = recs[-1]["t"] if recs else since
+            next_pull = time.monotonic() + 5.0
+    recs += [t.to_dict() for t in dev.telemetry(window=1e9, since=since)]
     return recs, dev.get_params()["active"]
 
 

@@ -299,3 +299,31 @@ def _wait_path(path: str) -> None:
     while not os.path.exists(path):
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
+
+
+def test_agent_in_process_dedup_and_wide_telemetry(tmp_path):
+    """Frames handed straight to an Agent: a resent seq is answered from the cache, never
+    executed twice; telemetry too wide for one frame is paged in fewer rows."""
+    import zlib
+
+    from edge.agent import Agent, MemoryTelemetry
+
+    mem = MemoryTelemetry()
+    for i in range(100):
+        mem.push({"t": float(i), **{f"x{j}": 1.5 + j for j in range(40)}})
+    ag = Agent("loop://", state_dir=tmp_path / "st", telemetry=mem, log=lambda m: None)
+
+    def ask(seq, method, args):
+        fr = P.FrameDecoder().feed(P.request(seq, method, args))[0]
+        return P.FrameDecoder().feed(ag.handle_frame(fr))[0].message()
+
+    r = ask(1, "get_telemetry", {"window": 1e9})
+    assert r["ok"] and 0 < len(r["r"]["rows"]) < 64 and r["r"]["more"]
+    ask(2, "put_begin", {"name": "f", "size": 4, "sha256": "0" * 64})
+    chunk = {"name": "f", "offset": 0, "data": b"ab", "crc32": zlib.crc32(b"ab")}
+    assert ask(3, "put_chunk", chunk)["r"] == {"have": 2}
+    assert ask(3, "put_chunk", chunk)["r"] == {"have": 2}  # the resend: same answer
+    assert (tmp_path / "st" / "staging" / ".f.part").read_bytes() == b"ab"  # written once
+    assert ask(4, "put_chunk", chunk)["r"] == {"have": 2}  # a new seq for old data: idempotent
+    bad = ask(5, "put_chunk", {**chunk, "offset": 3})
+    assert bad["e"] == "offset"
