@@ -17,6 +17,10 @@ J, capacity Cap) and candidate (bitrate b, protocol, buffer B, share s):
 ``a`` (how many jitter units the delay spread reaches) is fitted to the measured late-packet
 rate of the records: a = median of −B / (J · ln(late/50)) over records with late packets;
 2.0 when none. Capacity per record: (measured or configured bitrate) / (bandwidth_util·share).
+
+Limitation: k-means sees the telemetry as measured, so with a ``collect --sweep`` a parameter
+set that overloads the link (loss from its own bitrate) shows up as a lossy link condition;
+the GA then hedges against it. Sweep within sane ranges, or collect without a sweep.
 """
 
 from __future__ import annotations
