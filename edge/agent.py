@@ -208,15 +208,24 @@ class Agent:
         return self.handlers.get(name) or HANDLERS.get(name)
 
     def _load_plugin(self, mod: str, required: bool) -> None:
+        """Import an extension and run its ``setup_agent``. A broken built-in extension is
+        logged and skipped (the agent is how a device gets fixed, so it must still start);
+        a broken ``--plugin`` is an error."""
         try:
             m = importlib.import_module(mod)
+            hook = getattr(m, "setup_agent", None)
+            if callable(hook):
+                hook(self)
         except ModuleNotFoundError as e:
-            if required or e.name != mod:
-                raise
-            return
-        hook = getattr(m, "setup_agent", None)
-        if callable(hook):
-            hook(self)
+            if required:
+                raise HushlinkError(f"plugin {mod}: {e}") from None
+            if e.name != mod:
+                self.log(f"extension {mod} skipped: {e}")
+        except Exception as e:
+            if required:
+                raise HushlinkError(f"plugin {mod} failed to load: {type(e).__name__}: {e}"
+                                    ) from None
+            self.log(f"extension {mod} skipped: {type(e).__name__}: {e}")
 
     # -- state
     def _device_id(self) -> str:
