@@ -121,8 +121,13 @@ def test_clear_errors(pair, agent, tmp_path, monkeypatch):
     # a pty pair with nobody on the other end: no answer
     other = PtyPair(tmp_path, f"q{os.getpid()}")
     try:
-        with pytest.raises(NoAnswer, match="no answer"):
+        with pytest.raises(NoAnswer, match="nothing came back"):
             connect(other.b, timeout=0.1, retries=1)
+        # something that talks, but not hushlink (or at the wrong baud rate): line noise
+        with serial.Serial(other.a) as noisy:
+            noisy.write(b"\xfe\x13" * 200 + b"\x00")
+            with pytest.raises(NoAnswer, match="were not hushlink frames: wrong baud"):
+                connect(other.b, timeout=0.1, retries=1)
     finally:
         other.stop()
     monkeypatch.setattr(P, "PROTOCOL_VERSION", 99)
