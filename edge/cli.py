@@ -6,6 +6,7 @@ import click
 
 from edge import __version__
 from edge.cliutil import CONTEXT, Group, not_implemented
+from edge.clock.cli import clock_group
 from edge.live_cli import file_command, live_command
 from edge.transport import cli as transport_cli
 
@@ -20,11 +21,7 @@ cli.add_command(file_command)  # edge/live_cli.py (issue 5)
 cli.add_command(live_command)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def clock(args) -> None:
-    """Start, stop and watch the PTP clock (linuxptp) of this device."""
-    not_implemented("edge-denoise clock", 6)
+cli.add_command(clock_group)  # edge/clock/cli.py (issue 6)
 
 
 cli.add_command(transport_cli.send_cmd)
