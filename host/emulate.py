@@ -25,6 +25,7 @@ import random
 import re
 import select
 import socket
+import statistics
 import struct
 import tempfile
 import threading
@@ -172,7 +173,9 @@ def _delay_stats(d: list[float]) -> dict:
     j = 0.0
     for a, b in zip(d, d[1:], strict=False):
         j += (abs(b - a) - j) / 16.0
-    return {"delay_ms_mean": sum(d) / len(d) if d else 0.0, "delay_ms_min": min(d, default=0.0),
+    return {"delay_ms_mean": sum(d) / len(d) if d else 0.0,
+            "delay_ms_median": statistics.median(d) if d else 0.0,
+            "delay_ms_min": min(d, default=0.0),
             "delay_ms_max": max(d, default=0.0), "jitter_rfc3550_ms": j}
 
 
@@ -213,6 +216,13 @@ class _Base:
                                 f"{e.strerror}") from None
         self.listen = s.getsockname()[:2]
         return s
+
+    def set_impairment(self, imp: Impairment) -> None:
+        """Change the link's behaviour from the next packet on (the RNG stream continues)."""
+        with self._lock:
+            if imp.seed != self.model.imp.seed:  # each setting's own seeded loss pattern
+                self.model.rng = random.Random(imp.seed)
+            self.model.imp = imp
 
     def truth(self) -> dict:
         with self._lock:

@@ -101,9 +101,12 @@ def test_cli_stream_across_namespaces(netns, shared_data, tmp_path):
                            "--reorder", "1%", "--rate", "300kbit", "--seed", "3"])
     t = truth["rtp"]
     assert t["dropped"] > 0 and truth["protocol"] == "udp"
-    assert rx["loss_pct"] == pytest.approx(t["loss_pct"], abs=0.5)
-    assert rx["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base["latency_ms"], abs=2.0)
-    assert abs(rx["jitter_ms"] - t["jitter_rfc3550_ms"]) <= 1.5 + base["jitter_ms"]
+    assert rx["loss_pct"] == pytest.approx(t["loss_pct"], abs=0.5), (rx, t)
+    # medians: robust to a few packets held up by a busy CPU (this is user space)
+    assert rx["latency_ms_median"] == pytest.approx(
+        t["delay_ms_median"] + base["latency_ms_median"], abs=2.0), (rx, t, base)
+    assert rx["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base["latency_ms"], abs=4.0)
+    assert abs(rx["jitter_ms"] - t["jitter_rfc3550_ms"]) <= 1.5 + base["jitter_ms"], (rx, t)
     assert rx["reordered"] == t["reordered"]
     assert truth["back_packets"] >= 2  # telemetry went back to the sender's namespace
     assert sf.info(tmp_path / "lossy.wav").duration == pytest.approx(3.0, abs=0.2)

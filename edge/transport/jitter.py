@@ -132,6 +132,12 @@ class JitterBuffer:
     def due(self, seq: int) -> float:
         return self._anchor + (seq - self._s0) * self.frame
 
+    def next_due(self) -> float | None:
+        """When the next slot plays (s), or None while nothing is scheduled."""
+        if self._s0 is None or self._stalled() or self.finished:
+            return None
+        return self.due(self._next)
+
     def pop(self, now: float) -> list[Playout]:
         """Every slot whose play time has come, in order."""
         out: list[Playout] = []

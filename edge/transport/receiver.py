@@ -236,6 +236,7 @@ class Receiver:
             with self._lock:
                 slots = self.jb.pop(now_ns / 1e9)
                 finished = self.jb.finished
+                due = self.jb.next_due()
             for s in slots:
                 self._play(s, now_ns)
             if finished and not self.done.is_set():
@@ -243,7 +244,10 @@ class Receiver:
             if time.monotonic() >= next_report:
                 next_report += self.interval_s
                 self._report(now_ns)
-            time.sleep(TICK_S)
+            # wake for the next slot's play time (not a fixed tick: that would add up to a
+            # tick of latency), but at least every TICK_S to take new packets into account
+            wait = TICK_S if due is None else due - self.clock() / 1e9
+            time.sleep(min(max(wait, 0.0002), TICK_S))
 
     def _play(self, slot, now_ns: int) -> None:
         try:
@@ -304,6 +308,8 @@ class Receiver:
             "reordered": m.reordered,
             "loss_pct": round(m.loss.loss_pct(), 3),
             "latency_ms": round(m.latency_sum_ms / m.latency_n, 3) if m.latency_n else None,
+            "latency_ms_median": round(float(np.median(m.latencies)), 3) if m.latencies
+            else None,
             "jitter_ms": round(1000 * m.jitter_s, 3), "bytes": m.bytes_total,
             "late": jb.late, "duplicates": jb.duplicates, "fec": jb.fec_frames,
             "plc": jb.plc_frames, "inserted": jb.inserted, "discarded": jb.discarded,

@@ -34,6 +34,7 @@ class TelemetryMeter:
         self.bytes_total = 0
         self.latency_sum_ms = 0.0
         self.latency_n = 0
+        self.latencies: collections.deque[float] = collections.deque(maxlen=30_000)  # 10 min
         self.jitter_s = 0.0  # RFC 3550 J, seconds
         self._transit_prev: float | None = None
         self._late_last = self._conc_last = 0
@@ -68,6 +69,7 @@ class TelemetryMeter:
             self._lat.append(lat)
             self.latency_sum_ms += lat
             self.latency_n += 1
+            self.latencies.append(lat)
         transit = recv_ns / 1e9 - rtp_ts / clock_rate
         if self._transit_prev is not None and abs(transit - self._transit_prev) > 1000:
             self._transit_prev = None  # RTP timestamp wrapped or the stream restarted
