@@ -26,6 +26,7 @@ def test_ring_buffer_keeps_the_last_minutes_and_windows(tmp_path):
     assert len(log) == 61  # the last minute, inclusive
     w = log.window(10)
     assert [x.t for x in w] == [1190.0 + i for i in range(10)]
+    assert log.records()[-1]["t"] == 1199.0 and len(log.records()) == 61
     log.close()
     lines = (tmp_path / "t.jsonl").read_text().splitlines()
     assert len(lines) == 200 and json.loads(lines[-1])["t"] == 1199.0

@@ -142,6 +142,11 @@ class TelemetryLog:
             t_end = self._items[-1].t
             return [t for t in self._items if t.t > t_end - seconds]
 
+    def records(self) -> list[dict]:
+        """Everything kept, as JSON-ready dicts (the serial agent's telemetry-source API)."""
+        with self._lock:
+            return [_clean(t.to_dict()) for t in self._items]
+
     def __len__(self) -> int:
         return len(self._items)
 
