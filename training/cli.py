@@ -14,46 +14,23 @@ def cli() -> None:
     """Train the teacher ensemble, distil the streaming student and export it to TFLite int8."""
 
 
-@cli.command('prepare', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def prepare_cmd(args) -> None:
-    """Scan speech/noise folders and write a speaker-disjoint split manifest."""
-    not_implemented("train-denoiser prepare", 4)
-
-
-@cli.command('teacher', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def teacher_cmd(args) -> None:
-    """Train the teacher processors and learn their fusion weights."""
-    not_implemented("train-denoiser teacher", 4)
-
-
-@cli.command('student', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def student_cmd(args) -> None:
-    """Distil the streaming student with the adaptive a-weighted loss."""
-    not_implemented("train-denoiser student", 4)
-
-
-@cli.command('export', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def export_cmd(args) -> None:
-    """Export the student to an int8 TFLite step model with metadata."""
-    not_implemented("train-denoiser export", 4)
-
-
-@cli.command('evaluate', context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def evaluate_cmd(args) -> None:
-    """Score models on the test split (PESQ, STOI, SI-SDR) with spectrograms."""
-    not_implemented("train-denoiser evaluate", 4)
-
-
 @cli.command('faults', context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def faults_cmd(args) -> None:
     """Train the background fault classifier."""
     not_implemented("train-denoiser faults", 10)
+
+
+def _denoiser_commands() -> None:
+    # issue 4: torch is imported inside the commands, so --help stays fast
+    from training import commands
+
+    for c in (commands.prepare_cmd, commands.teacher_cmd, commands.student_cmd,
+              commands.export_cmd, commands.evaluate_cmd):
+        cli.add_command(c)
+
+
+_denoiser_commands()
 
 
 def main() -> None:

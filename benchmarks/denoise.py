@@ -1,0 +1,218 @@
+"""Denoiser benchmark (issue 4): hushlink's teacher, float and int8 students against peers on
+the speaker-disjoint test split at SNR -5, 0, 5, 10, 15 dB.
+
+Quality: PESQ-WB, STOI, SI-SDR (and its improvement over the noisy input), per SNR and over
+all. Cost: parameters, MACs per second, model file size, per-hop latency of the int8 model
+in the TFLite interpreter (one thread) with and without the STFT/iSTFT, and every system's
+real-time factor over the whole test set (one thread).
+
+Test mixtures: the test speakers of the default recipe's split (recomputed from the config,
+seed 0), each utterance mixed with a held-out noise at every SNR, no augmentation.
+
+    .venv/bin/python benchmarks/denoise.py [--utterances 24] [--work build/train/default]
+
+Writes benchmarks/results/denoise.json and denoise.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("BENCH_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+PEERS = ("rnnoise", "webrtc", "speex", "noisereduce", "dtln", "dtln_q", "gtcrn")
+PEER_INFO = {  # published sizes (peers/README.md, papers); hop in ms, algorithmic latency ms
+    "rnnoise": {"params": 88_000, "hop_ms": 10, "latency_ms": 30},
+    "webrtc": {"hop_ms": 10, "latency_ms": 10},
+    "speex": {"hop_ms": 10, "latency_ms": 10},
+    "noisereduce": {"latency_ms": None},
+    "dtln": {"params": 988_000, "hop_ms": 8, "latency_ms": 32},
+    "dtln_q": {"params": 988_000, "hop_ms": 8, "latency_ms": 32},
+    "gtcrn": {"params": 48_200, "macs_per_s": 33_000_000, "hop_ms": 16, "latency_ms": 32},
+}
+
+
+def load_peers_module(shared: Path):
+    spec = importlib.util.spec_from_file_location("hushlink_peers", shared / "peers" / "peers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def hop_latency(model_path: Path, hops: int = 3000) -> dict:
+    """Median/p99 wall time per 10 ms hop on one thread: model only, and the whole
+    Denoiser.process_hop (stft_step -> log_power -> model -> apply_mask -> istft_step)."""
+    from edge.denoise import Denoiser
+    from edge.model import StepModel
+
+    m = StepModel(model_path, num_threads=1)
+    d = Denoiser(m)
+    rng = np.random.default_rng(0)
+    x = (0.05 * rng.standard_normal((hops, d.hop))).astype(np.float32)
+    feats = (rng.standard_normal((hops, m.n_bins)) - 5).astype(np.float32)
+    out = {}
+    for name, fn in (("model_step", lambda i, s: m.step(feats[i], s)[1]),
+                     ("hop_incl_stft", lambda i, s: d.process_hop(x[i]))):
+        s = m.init_state()
+        for i in range(200):  # warm-up
+            s = fn(i, s) if name == "model_step" else (fn(i, s), s)[1]
+        t = np.empty(hops)
+        for i in range(hops):
+            t0 = time.perf_counter()
+            r = fn(i, s)
+            t[i] = time.perf_counter() - t0
+            if name == "model_step":
+                s = r
+        out[name] = {"median_ms": round(float(np.median(t)) * 1e3, 4),
+                     "p99_ms": round(float(np.percentile(t, 99)) * 1e3, 4)}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--utterances", type=int, default=24)
+    ap.add_argument("--work", default=str(ROOT / "build" / "train" / "default"),
+                    help="training work dir with teacher.pt and student_*.pt (optional)")
+    ap.add_argument("--model", default=str(ROOT / "edge" / "models" / "default.tflite"))
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    a = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from training.config import load_config
+    from training.data import make_manifest, test_mixtures
+    from training.evaluate import (
+        run_systems,
+        teacher_system,
+        tflite_system,
+        torch_student_system,
+    )
+    from training.student import load_student
+    from training.teacher import load_teacher
+
+    cfg = load_config("default")
+    snrs = (-5.0, 0.0, 5.0, 10.0, 15.0)
+    manifest = make_manifest(cfg.data, Path(a.shared) / "data", cfg.seed)
+    mixtures = test_mixtures(manifest, a.utterances, snrs)
+    audio_s = sum(len(m["noisy"]) for m in mixtures) / 16_000
+    print(f"{len(mixtures)} mixtures ({audio_s / 60:.1f} min) from "
+          f"{len({m['speaker'] for m in mixtures})} test speakers", file=sys.stderr)
+
+    systems, info = {"noisy": lambda x: x}, {"noisy": {}}
+    peers = load_peers_module(Path(a.shared))
+    for name in [p for p in a.peers.split(",") if p]:
+        try:
+            peer = peers.make(name)
+        except Exception as e:  # a missing optional package: report, don't fail the run
+            print(f"peer {name} unavailable: {e}", file=sys.stderr)
+            continue
+        systems[name] = peer.process
+        info[name] = dict(PEER_INFO.get(name, {}))
+    work = Path(a.work)
+    if (work / "teacher.pt").is_file():
+        t = load_teacher(work / "teacher.pt", cfg)
+        systems["teacher"] = teacher_system(t)
+        info["teacher"] = {"params": sum(p.numel() for p in t.parameters()),
+                           "latency_ms": None, "note": "offline, bidirectional"}
+    for n in ("mref", "adaptive"):
+        if (work / f"student_{n}.pt").is_file():
+            s, _ = load_student(work / f"student_{n}.pt")
+            key = "student_float" if n == "adaptive" else "student_mref_float"
+            systems[key] = torch_student_system(s)
+            info[key] = {"params": s.n_params(), "macs_per_s": s.macs_per_hop() * 100,
+                         "hop_ms": 10, "latency_ms": 20}
+    model = Path(a.model)
+    md = json.loads(model.with_suffix(".json").read_text())
+    systems["student_int8"] = tflite_system(model)
+    info["student_int8"] = {"params": md["params"], "macs_per_s": md["macs_per_hop"] * 100,
+                            "hop_ms": 10, "latency_ms": md["algorithmic_latency_ms"],
+                            "file_bytes": model.stat().st_size}
+
+    # real-time factor of each system over the whole set (one thread), then scores
+    timed = {}
+    for name, fn in systems.items():
+        def wrapped(x, fn=fn, name=name):
+            t0 = time.perf_counter()
+            y = fn(x)
+            timed[name] = timed.get(name, 0.0) + time.perf_counter() - t0
+            return y
+        systems[name] = wrapped
+    t0 = time.monotonic()
+    summary, _ = run_systems(systems, mixtures)
+    for name in summary:
+        info[name]["rtf"] = round(timed.get(name, 0.0) / audio_s, 5)
+    lat = hop_latency(model)
+    res = {
+        "mixtures": len(mixtures), "audio_minutes": round(audio_s / 60, 2), "snrs": snrs,
+        "test_speakers": len({m["speaker"] for m in mixtures}),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), one thread",
+        "wall_s": round(time.monotonic() - t0, 1), "int8_hop_latency": lat,
+        "int8_model": {"file": model.name, "bytes": model.stat().st_size,
+                       "params": md["params"], "macs_per_hop": md["macs_per_hop"],
+                       "algorithmic_latency_ms": md["algorithmic_latency_ms"],
+                       "version": md["version"]},
+        "systems": {k: {**summary[k], "info": info.get(k, {})} for k in summary},
+    }
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "denoise.json").write_text(json.dumps(res, indent=1))
+    (out / "denoise.md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+def _fmt(v, spec):
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+def markdown(res: dict) -> str:
+    snrs = [f"{s:+.0f}" for s in res["snrs"]]
+    lines = [f"Test split: {res['mixtures']} mixtures ({res['audio_minutes']} min, "
+             f"{res['test_speakers']} unseen speakers, unseen noises) at SNR "
+             f"{', '.join(snrs)} dB; {res['machine']}.", "",
+             "| system | PESQ-WB | STOI | SI-SDR dB | SI-SDRi dB | params | MMAC/s | "
+             "latency ms | RTF |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in res["systems"].items():
+        a, i = s["all"], s["info"]
+        p = i.get("params")
+        lines.append(
+            f"| {name} | {_fmt(a['pesq'], '.3f')} | {_fmt(a['stoi'], '.3f')} | "
+            f"{_fmt(a['si_sdr'], '.2f')} | {_fmt(a['si_sdr_i'], '+.2f')} | "
+            f"{'–' if p is None else f'{p / 1000:.0f} k'} | "
+            f"{_fmt(i.get('macs_per_s') and i['macs_per_s'] / 1e6, '.1f')} | "
+            f"{_fmt(i.get('latency_ms'), '.0f')} | {_fmt(i.get('rtf'), '.4f')} |")
+    lines += ["", "PESQ-WB per input SNR:", "",
+              "| system | " + " | ".join(f"{s} dB" for s in snrs) + " |",
+              "|---|" + "---|" * len(snrs)]
+    for name, s in res["systems"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(s["snr"][k]["pesq"], ".3f")
+                                                 for k in snrs) + " |")
+    m, lat = res["int8_model"], res["int8_hop_latency"]
+    lines += ["", f"int8 student `{m['file']}` v{m['version']}: {m['params']} parameters, "
+              f"{m['bytes'] / 1024:.1f} KiB, {m['macs_per_hop'] * 100 / 1e6:.1f} MMAC/s, "
+              f"algorithmic latency {m['algorithmic_latency_ms']:.0f} ms; per 10 ms hop on one "
+              f"thread: model {lat['model_step']['median_ms']:.4f} ms (p99 "
+              f"{lat['model_step']['p99_ms']:.4f}), whole hop incl. STFT/iSTFT "
+              f"{lat['hop_incl_stft']['median_ms']:.4f} ms (p99 "
+              f"{lat['hop_incl_stft']['p99_ms']:.4f}).",
+              "Peer params/MACs are published figures; RTF = processing time / audio time "
+              "over the whole set on one thread (Python loops included, for every system)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Training configuration: frozen dataclasses loaded from a TOML file (training/configs/).
+
+One file describes a whole recipe (data, teacher, student, export, evaluation) so a run is
+reproducible from its config and seed. Unknown sections or keys are errors, because a typo
+that silently falls back to a default would train a different model than the one described.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import HushlinkError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+class ConfigError(HushlinkError):
+    """A training config that cannot be used."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    speech_dirs: tuple[str, ...] = ("speech",)  # relative to data_root, or absolute
+    noise_dirs: tuple[str, ...] = ("noise",)
+    rir_dirs: tuple[str, ...] = ("rir",)
+    data_root: str = ""  # "" = ../shared/data next to the repository
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test share of speakers
+    segment_s: float = 2.0
+    snr_db: tuple[float, float] = (-5.0, 20.0)
+    level_db: tuple[float, float] = (-35.0, -15.0)  # mixture RMS, dBFS
+    p_reverb: float = 0.1
+    p_second_noise: float = 0.3
+    p_babble: float = 0.15
+    p_eq: float = 0.5
+    p_speed: float = 0.3
+    p_level_change: float = 0.2
+    max_files_per_speaker: int = 0  # 0 = all (smaller for quick runs)
+    max_noise_files: int = 0  # 0 = all
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    n_processors: int = 3
+    channels: tuple[int, ...] = (8, 12, 6)
+    kernels: tuple[tuple[int, int], ...] = ((3, 5), (5, 3), (3, 9))
+    pools: tuple[int, ...] = (4, 4, 2)
+    fc: tuple[int, ...] = (256, 192, 224)
+    lstm: tuple[int, ...] = (128, 96, 112)
+    steps: int = 600
+    batch: int = 16
+    lr: float = 2e-3
+    fusion_steps: int = 60
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    hidden: int = 112
+    embed: int = 64
+    mask_floor: float = 0.05
+    steps: int = 1200
+    batch: int = 32
+    lr: float = 3e-3
+    ablation: bool = True  # also train the m_ref-only student on the same batches
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    calibration_frames: int = 2000
+    name: str = "default"
+    version: str = "1.0.0"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    utterances: int = 24
+    snrs: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "default"
+    seed: int = 0
+    threads: int = 2
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def data_root(self) -> Path:
+        return Path(self.data.data_root) if self.data.data_root else SHARED_DATA
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _tupled(v):
+    return tuple(_tupled(x) for x in v) if isinstance(v, list) else v
+
+
+def _build(cls, d: dict, where: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(names)})")
+    kw = {}
+    for k, v in d.items():
+        default = getattr(cls(), k)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}: [{k}] must be a table")
+            kw[k] = _build(type(default), v, f"{where} [{k}]")
+        else:
+            v = _tupled(v)
+            if isinstance(default, float) and isinstance(v, int):
+                v = float(v)
+            if type(v) is not type(default):
+                raise ConfigError(f"{where}: {k} must be {type(default).__name__}, "
+                                  f"got {type(v).__name__}")
+            kw[k] = v
+    return cls(**kw)
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    """A TOML file path, or a name in training/configs/ (``default``, ``smoke``)."""
+    p = Path(path) if path else CONFIG_DIR / "default.toml"
+    if not p.suffix and not p.exists():
+        p = CONFIG_DIR / f"{p}.toml"
+    try:
+        d = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config not found (built in: "
+                          f"{', '.join(x.stem for x in sorted(CONFIG_DIR.glob('*.toml')))})"
+                          ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    cfg = _build(TrainConfig, d, str(p))
+    if cfg.teacher.n_processors < 1 or any(
+            len(getattr(cfg.teacher, k)) < cfg.teacher.n_processors
+            for k in ("channels", "kernels", "pools", "fc", "lstm")):
+        raise ConfigError(f"{p}: [teacher] lists fewer processor settings than n_processors")
+    if abs(sum(cfg.data.split) - 1.0) > 1e-6:
+        raise ConfigError(f"{p}: [data] split must sum to 1")
+    return cfg

@@ -1,0 +1,117 @@
+"""Distillation (SPEC §3): the student learns from the fused teacher's masks and the ideal
+ratio mask with the adaptive a-weighted loss; the ablation student (m_ref only) sees exactly
+the same batches and steps, so the comparison is fair at equal budget.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig
+from training.data import Mixer
+from training.loss import adaptive_loss, mask_mse, si_sdr
+from training.progress import bar, load_checkpoint, save_checkpoint
+from training.student import Student
+from training.teacher import Teacher, _t, enhance, feature_stats
+
+
+def _new_student(cfg: TrainConfig, mean, std) -> Student:
+    sc = cfg.student
+    return Student(embed=sc.embed, hidden=sc.hidden, mask_floor=sc.mask_floor, mean=mean,
+                   std=std)
+
+
+def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher | None,
+                   ckpt: Path, quiet: bool = False, log=print, device: str = "cpu") -> dict:
+    """Train ``adaptive`` (and ``mref`` for the ablation); resumable from ``ckpt``.
+
+    Without a teacher only the m_ref student is trained (smoke runs may skip the teacher).
+    """
+    sc = cfg.student
+    names = (["adaptive"] if teacher is not None else []) + (
+        ["mref"] if sc.ablation or teacher is None else [])
+    state = load_checkpoint(ckpt)
+    t0 = time.monotonic()
+    torch.manual_seed(cfg.seed)
+    if state is None:
+        mean, std = feature_stats(train, np.random.default_rng([cfg.seed, 999]))
+        students = {n: _new_student(cfg, mean, std) for n in names}
+        for s in students.values():  # identical initial weights: only the loss differs
+            s.load_state_dict(students[names[0]].state_dict())
+        state = {"step": 0, "wall_s": 0.0}
+    else:
+        students = {n: Student(**state["configs"][n]) for n in names}
+        for n, s in students.items():
+            s.load_state_dict(state["models"][n])
+        log(f"resuming students from {ckpt} (step {state['step']})")
+    for s in students.values():
+        s.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    opts = {n: torch.optim.Adam(s.parameters(), lr=sc.lr) for n, s in students.items()}
+    if "opts" in state:
+        for n, o in opts.items():
+            o.load_state_dict(state["opts"][n])
+    scheds = {n: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=sc.lr, total_steps=sc.steps,
+                                                     pct_start=0.1) for n, o in opts.items()}
+    for _ in range(state["step"]):
+        for s in scheds.values():
+            s.step()
+
+    def save(step: int) -> None:
+        save_checkpoint(ckpt, {
+            "models": {n: s.state_dict() for n, s in students.items()},
+            "configs": {n: s.config() for n, s in students.items()},
+            "opts": {n: o.state_dict() for n, o in opts.items()}, "step": step,
+            "config": cfg.as_dict(), "wall_s": state["wall_s"] + time.monotonic() - t0})
+
+    for s in students.values():
+        s.train()
+    with bar("students", sc.steps, quiet) as update:
+        update(state["step"])
+        for step in range(state["step"], sc.steps):
+            b = train.batch(np.random.default_rng([cfg.seed, 3, step]), sc.batch)
+            feats, m_ref = _t(b["feats"]).to(device), _t(b["irm"]).to(device)
+            m_teacher = None
+            if teacher is not None:
+                with torch.no_grad():
+                    m_teacher = teacher(feats)
+            losses = {}
+            for n, s in students.items():
+                m_s = s(feats)
+                loss = adaptive_loss(m_s, m_ref, m_teacher) if n == "adaptive" else mask_mse(
+                    m_s, m_ref)
+                opts[n].zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(s.parameters(), 5.0)
+                opts[n].step()
+                scheds[n].step()
+                losses[n] = float(loss)
+            update(**losses)
+            if (step + 1) % 200 == 0 or step + 1 == sc.steps:
+                save(step + 1)
+    wall = state["wall_s"] + time.monotonic() - t0
+    for s in students.values():
+        s.eval().cpu()
+    metrics = {n: student_val_metrics(s, val, cfg) for n, s in students.items()}
+    metrics["wall_time_s"] = round(wall, 1)
+    metrics["params"] = students[names[0]].n_params()
+    metrics["macs_per_hop"] = students[names[0]].macs_per_hop()
+    return {"students": students, "metrics": metrics}
+
+
+@torch.no_grad()
+def student_val_metrics(s: Student, val: Mixer, cfg: TrainConfig, batches: int = 4) -> dict:
+    """Mean SI-SDR (dB) and mask MSE on fixed validation mixtures."""
+    sd, mm = [], []
+    for i in range(batches):
+        b = val.batch(np.random.default_rng([cfg.seed, 2, i]), cfg.teacher.batch)
+        m = s(_t(b["feats"]))
+        y = enhance(b["noisy_spec"], m, b["clean"].shape[1])
+        sd.append(float(si_sdr(y, _t(b["clean"])).mean()))
+        mm.append(float(mask_mse(m, _t(b["irm"]))))
+    return {"si_sdr": round(float(np.mean(sd)), 4), "mask_mse": round(float(np.mean(mm)), 5)}
