@@ -323,3 +323,22 @@ def test_threads_do_not_leak():
     rx.close()
     time.sleep(0.3)
     assert threading.active_count() <= before
+
+
+def test_rtp_timestamps_follow_the_media_clock():
+    """With the PTP time of each block, RTP timestamps are that time in 48 kHz ticks."""
+    from edge.transport import rtp
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(1.0)
+    t0 = 1_795_000_000_123_456_789
+    try:
+        with Sender(f"udp://127.0.0.1:{sock.getsockname()[1]}", TransportParams()) as tx:
+            for k in range(3):  # 20 ms blocks stamped by the media clock
+                tx.write(np.zeros(320, np.float32), t_ns=t0 + k * 20_000_000)
+        ts = [rtp.parse_rtp(sock.recv(2000)).timestamp for _ in range(3)]
+    finally:
+        sock.close()
+    first = (t0 * 48_000 // 1_000_000_000) & 0xFFFFFFFF
+    assert ts == [first, first + 960, first + 1920]

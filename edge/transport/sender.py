@@ -118,8 +118,15 @@ class Sender:
                 self.reconnects += 1
 
     # sending -----------------------------------------------------------------------
-    def write(self, block: np.ndarray) -> None:
-        """Send 16 kHz mono float32 samples (any length; whole 20 ms frames go out now)."""
+    def write(self, block: np.ndarray, t_ns: int | None = None) -> None:
+        """Send 16 kHz mono float32 samples (any length; whole 20 ms frames go out now).
+
+        ``t_ns``: PTP time of ``block[0]`` from the media clock (edge.clock.mediaclock), when
+        the source is locked to PTP; RTP timestamps are then that time in 48 kHz ticks
+        (AES67, ``a=mediaclk:direct=0``). Without it they count on from the first packet's
+        send time."""
+        if t_ns is not None and not len(self._pending):
+            self._ts = (int(t_ns) * 48_000 // 1_000_000_000) & 0xFFFFFFFF
         x = np.concatenate([self._pending, np.asarray(block, np.float32).reshape(-1)])
         n = len(x) // FRAME
         for i in range(n):
