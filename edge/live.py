@@ -56,12 +56,17 @@ class _Resampler:
 class LiveLoop:
     """Runs ``source`` through ``denoiser`` into ``sinks`` until stopped. Call ``run()``."""
 
-    def __init__(self, source, denoiser: Denoiser, sinks: list, config: LoopConfig):
+    def __init__(self, source, denoiser: Denoiser, sinks: list, config: LoopConfig,
+                 input_sinks: tuple = ()):
+        """``input_sinks`` get the captured audio untouched, at the capture rate (A/B,
+        latency measurement); ``sinks`` get the denoised audio at their own rates."""
         self.source, self.denoiser, self.sinks, self.config = source, denoiser, sinks, config
+        self.input_sinks = list(input_sinks)
         self.stats = LoopStats()
         self.stop_event = threading.Event()
         self.error: str | None = None
         self.audio_s = 0.0
+        self.stop_requested = False
         self.setup_warnings: list[str] = []
         self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=config.queue_blocks)
         self._done = threading.Event()
@@ -119,6 +124,8 @@ class LiveLoop:
                 t0 = time.perf_counter()
                 st.blocks += 1
                 st.note_queue(self._q.qsize())
+                for s in self.input_sinks:
+                    s.write(block)
                 pending = np.concatenate([pending, to_model(block)])
                 n_hops = len(pending) // hop
                 if limit is not None:
@@ -150,6 +157,11 @@ class LiveLoop:
             self._done.set()
 
     # -- control
+    def stop(self) -> None:
+        """Ask the loop to finish (signal handlers, other threads); sinks are closed cleanly."""
+        self.stop_requested = True
+        self.stop_event.set()
+
     def toggle_bypass(self) -> bool:
         self.denoiser.bypass = not self.denoiser.bypass
         self.stats.bypass_toggles += 1
@@ -171,7 +183,6 @@ class LiveLoop:
                 if on_status is not None:
                     on_status(self)
                 if self.stop_event.is_set():
-                    reason = "stopped"
                     break
             if on_status is not None:
                 on_status(self)
@@ -179,11 +190,13 @@ class LiveLoop:
             self.stop_event.set()
             self.source.stop()
             worker.join(5.0)
-            for s in self.sinks:
+            for s in self.sinks + self.input_sinks:
                 with contextlib.suppress(Exception):
                     s.close()
         if self.error:
             reason = "error"
+        elif self.stop_requested:
+            reason = "stopped"
         elif reason == "duration" and self.config.duration_s is None:
             reason = "end of input"
         wall = time.monotonic() - t_start
@@ -211,7 +224,7 @@ def _peak_rss_mb() -> float:
 def signal_handlers(loop: LiveLoop, on_toggle=None):
     """SIGINT/SIGTERM stop the loop cleanly; SIGUSR1 toggles bypass. Restored afterwards."""
     def stop(signum, frame):
-        loop.stop_event.set()
+        loop.stop()
 
     def toggle(signum, frame):
         state = loop.toggle_bypass()

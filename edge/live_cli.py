@@ -73,6 +73,8 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
               " or the device's own when it refuses that).")
 @click.option("--record", type=click.Path(dir_okay=False),
               help="Write the denoised audio to this .wav/.flac (progressively).")
+@click.option("--record-input", type=click.Path(dir_okay=False),
+              help="Also write the captured (noisy) audio to this .wav/.flac, at the capture rate.")
 @click.option("--play/--no-play", default=None,
               help="Play to the output device (default: on unless --record is given).")
 @click.option("--bypass", is_flag=True, help="Start in bypass (SIGUSR1 toggles at runtime).")
@@ -80,7 +82,7 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
               help="Also write the JSON summary to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def live_command(duration, device, output_device, list_devices, profile_name, model_path, rate,
-                 record, play, bypass, summary_path, quiet) -> None:
+                 record, record_input, play, bypass, summary_path, quiet) -> None:
     """Capture, denoise and play or record live audio.
 
     The audio callback only queues blocks; a worker resamples to 16 kHz (soxr, streaming),
@@ -95,7 +97,8 @@ def live_command(duration, device, output_device, list_devices, profile_name, mo
         return
     summary = run_live(duration=duration, device=device, output_device=output_device,
                        profile_name=profile_name, model_path=model_path, rate=rate,
-                       record=record, play=play, bypass=bypass, quiet=quiet)
+                       record=record, record_input=record_input, play=play, bypass=bypass,
+                       quiet=quiet)
     text = json.dumps(summary, indent=1)
     click.echo(text)
     if summary_path:
@@ -107,8 +110,8 @@ def live_command(duration, device, output_device, list_devices, profile_name, mo
 
 
 def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
-             model_path=None, rate=None, record=None, play=None, bypass=False, quiet=True,
-             extra_sinks=()) -> dict:
+             model_path=None, rate=None, record=None, record_input=None, play=None,
+             bypass=False, quiet=True, extra_sinks=()) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 
     ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
@@ -141,7 +144,8 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
                                input_channel=a.input_channel)
     cfg = LoopConfig(duration_s=duration, queue_blocks=r.queue_frames,
                      cpu_affinity=r.cpu_affinity, realtime_priority=r.realtime_priority)
-    loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg)
+    inputs = [RecordSink(record_input, capture_rate)] if record_input else []
+    loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg, input_sinks=inputs)
     status = Live("", console=err_console, transient=False, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False)
 
@@ -152,6 +156,7 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     with signal_handlers(loop), status if not quiet else _nothing():
         summary = loop.run(on_status)
     summary.update(model=model.describe(), profile=prof.name, record=record,
+                   record_input=record_input,
                    input_device=str(in_dev if in_dev is not None else "default"))
     return summary
 

@@ -22,7 +22,7 @@ from edge.dsp import FrontEnd, ideal_ratio_mask, log_power, stft
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-HIDDEN = 32
+HIDDEN = 64
 SPEECH = ["speech/vctk/p225", "speech/vctk/p226", "speech/vctk/p227", "speech/vctk/p228",
           "speech/lombardgrid/s30", "speech/lombardgrid/s31"]
 NOISES = ["noise/freesound_cc0/cafe.flac", "noise/freesound_cc0/traffic.flac",
@@ -91,8 +91,9 @@ def _torch_model(n_bins: int, hidden: int, mean: np.ndarray, std: np.ndarray):
     return StepGRU()
 
 
-def train(model, feats: np.ndarray, masks: np.ndarray, seconds: float, seed: int = 0) -> None:
-    """Adam on (frames, bins) features -> IRM, 1 s sequences, for about ``seconds``."""
+def train(model, feats: np.ndarray, masks: np.ndarray, steps: int, seed: int = 0) -> None:
+    """Adam on (frames, bins) features -> IRM, 1 s sequences, ``steps`` batches (seeded, so
+    the test model is the same on every run)."""
     import torch
 
     torch.manual_seed(seed)
@@ -103,8 +104,7 @@ def train(model, feats: np.ndarray, masks: np.ndarray, seconds: float, seed: int
     opt = torch.optim.Adam(params, lr=3e-3)
     f, m = torch.from_numpy(feats), torch.from_numpy(masks)
     seq, batch = 100, 16
-    t_end = time.monotonic() + seconds
-    while time.monotonic() < t_end:
+    for _ in range(steps):
         idx = torch.from_numpy(rng.integers(0, len(f) - seq, batch)[:, None] + np.arange(seq))
         loss = torch.mean((model.forward_seq(f[idx], gru) - m[idx]) ** 2)
         opt.zero_grad()
@@ -178,8 +178,7 @@ def write_metadata(tflite: Path, feats: np.ndarray, hidden: int, name: str,
     return md
 
 
-def build_test_model(directory: Path, train_seconds: float = 20.0, name: str = "test-int8"
-                     ) -> Path:
+def build_test_model(directory: Path, train_steps: int = 300, name: str = "test-int8") -> Path:
     """Build (once per directory; safe across processes) and return ``NAME.tflite``."""
     directory.mkdir(parents=True, exist_ok=True)
     tflite = directory / f"{name}.tflite"
@@ -190,13 +189,14 @@ def build_test_model(directory: Path, train_seconds: float = 20.0, name: str = "
         import torch
 
         torch.set_num_threads(1)
+        torch.manual_seed(0)
         fe = FrontEnd()
-        clean, noisy = training_pairs()
+        clean, noisy = training_pairs(120.0)
         sx, ss = stft(noisy, fe), stft(clean, fe)
         feats = log_power(sx, fe)
         masks = ideal_ratio_mask(ss, sx)
         model = _torch_model(fe.n_bins, HIDDEN, feats.mean(0), feats.std(0) + 1e-3)
-        train(model, feats, masks, train_seconds)
+        train(model, feats, masks, train_steps)
         export_int8(model, feats, tflite, HIDDEN)
         write_metadata(tflite, feats, HIDDEN, name, fe)
     return tflite

@@ -55,7 +55,7 @@ def test_loads_with_ai_edge_litert_and_passes_its_test_vector(test_model):
     assert m.backend == "ai_edge_litert"
     assert m.front_end == FrontEnd()
     assert m.check_test_vector() <= 0.05
-    assert m.describe()["state_shapes"] == [[1, 32]]
+    assert m.describe()["state_shapes"] == [[1, 64]]
 
 
 def test_int8_tensors_are_read_from_the_model_not_assumed(test_model):
@@ -76,14 +76,14 @@ def test_int8_tensors_are_read_from_the_model_not_assumed(test_model):
 def test_step_shapes_ranges_and_state_evolution(test_model):
     m = StepModel(test_model)
     state = m.init_state()
-    assert [s.shape for s in state] == [(1, 32)] and not np.any(state[0])
+    assert [s.shape for s in state] == [(1, 64)] and not np.any(state[0])
     rng = np.random.default_rng(0)
     feats = rng.uniform(-20, 0, (5, m.n_bins)).astype(np.float32)
     for f in feats:
         mask, state = m.step(f, state)
         assert mask.shape == (m.n_bins,) and mask.dtype == np.float32
         assert mask.min() >= 0.0 and mask.max() <= 1.0
-        assert state[0].dtype == np.float32 and state[0].shape == (1, 32)
+        assert state[0].dtype == np.float32 and state[0].shape == (1, 64)
     assert np.any(state[0]), "the recurrent state must carry information between hops"
     # deterministic: same inputs from zero state give the same masks
     np.testing.assert_array_equal(m.masks(feats), m.masks(feats))
@@ -113,8 +113,8 @@ def test_float_codec_is_identity():
     ({"tflite_sha256": "0" * 64}, "sha256"),
     ({"format": "something-else"}, "not a hushlink step model"),
     ({"format_version": 2}, "format_version 2"),
-    ({"state_shapes": [[1, 64]]}, "state shape [1, 64]"),
-    ({"state_shapes": [[1, 32], [1, 8]]}, "2 state shape(s)"),
+    ({"state_shapes": [[1, 48]]}, "state shape [1, 48]"),
+    ({"state_shapes": [[1, 64], [1, 8]]}, "2 state shape(s)"),
     ({"front_end": {**FrontEnd().as_dict(), "window": "hann"}}, "window 'hann'"),
     ({"front_end": {**FrontEnd().as_dict(), "n_fft": 512}}, "n_bins 161"),
     ({"front_end": {**FrontEnd().as_dict(), "n_fft": 640, "n_bins": 321}}, "321 bins"),

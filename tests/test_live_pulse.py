@@ -1,0 +1,225 @@
+"""`edge-denoise live` through a real sound server: a private PulseAudio with null sinks.
+
+Noisy speech from ../shared/data is played into a null sink with paplay; the live loop
+captures the sink's monitor through PortAudio -> ALSA -> pulse at 48 kHz (so both streaming
+resamplers run) and records what it denoised. The server is then killed under a running loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.audio import load_audio, save_audio
+from edge.model import default_model_path
+
+pytestmark = [pytest.mark.slow, pytest.mark.train]
+
+IN_CI = os.environ.get("CI") == "true"
+EDGE = [sys.executable, "-m", "edge"]
+# Measured with the tiny test model of tests/stepmodels.py (aircon noise, 5 dB): +1.7 dB
+# SI-SDR offline; the shipped model must give >= 5 dB (issue 5).
+MIN_GAIN_TEST_MODEL_DB = 0.75
+MIN_GAIN_SHIPPED_DB = 5.0
+
+
+@dataclass
+class Pulse:
+    env: dict
+    proc: subprocess.Popen
+    sink: str
+    log: Path
+
+    def client_env(self, **extra) -> dict:
+        return {**self.env, "PULSE_SOURCE": f"{self.sink}.monitor", **extra}
+
+
+def _need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        msg = f"{tool} not installed (apt-get install pulseaudio pulseaudio-utils)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def pulse(tmp_path) -> Pulse:
+    """A private PulseAudio server (own HOME/XDG_RUNTIME_DIR) with null sinks; ALSA's default
+    device routed to it via ~/.asoundrc. Killed by PID at the end, even on failure."""
+    for tool in ("pulseaudio", "paplay", "pactl"):
+        _need(tool)
+    home = tmp_path / "home"
+    run = home / "run"
+    run.mkdir(parents=True)
+    run.chmod(0o700)
+    (home / ".asoundrc").write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(run)}
+    sink = f"hl_in_{os.getpid()}"
+    log = tmp_path / "pulse.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "-F", "/dev/null",
+             f"--load=module-null-sink sink_name={sink} rate=16000",
+             f"--load=module-null-sink sink_name={sink}_out rate=16000",
+             "--load=module-native-protocol-unix"], env=env, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"PulseAudio did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield Pulse(env=env, proc=proc, sink=sink, log=log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> tuple[Path, float]:
+    """The shipped model when there is one, else the tiny test model; with its SI-SDR bound."""
+    if default_model_path().is_file():
+        return default_model_path(), MIN_GAIN_SHIPPED_DB
+    from stepmodels import build_test_model
+
+    return build_test_model(tmp_path_factory.getbasetemp() / "stepmodel"), MIN_GAIN_TEST_MODEL_DB
+
+
+@pytest.fixture(scope="module")
+def speech_pair(shared_data) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noisy at 5 dB SNR) 16 kHz, speech from a held-out VCTK speaker."""
+    from stepmodels import mix
+
+    clean = np.concatenate([load_audio(p).samples
+                            for p in sorted((shared_data / "speech/vctk/p232").glob("*.flac"))])
+    noise = load_audio(shared_data / "noise/household_timgrau/aircon_1.flac").samples
+    return clean, mix(clean, noise, 5.0)
+
+
+def si_sdr(ref: np.ndarray, est: np.ndarray) -> float:
+    a = np.dot(est, ref) / np.dot(ref, ref)
+    return float(10 * np.log10(np.sum((a * ref) ** 2) / np.sum((a * ref - est) ** 2)))
+
+
+def align(ref: np.ndarray, y: np.ndarray) -> tuple[int, float]:
+    """Lag of ``ref`` inside ``y`` by FFT cross-correlation, and the normalised peak."""
+    n = len(ref) + len(y)
+    xc = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(ref, n)), n)[:len(y)]
+    lag = int(np.argmax(xc))
+    seg = y[lag:lag + len(ref)]
+    norm = np.linalg.norm(ref[:len(seg)]) * np.linalg.norm(seg) + 1e-12
+    return lag, float(xc[lag] / norm)
+
+
+def start_live(pulse: Pulse, model: Path, out: Path, duration: float, *extra: str,
+               rate: int = 48_000) -> subprocess.Popen:
+    cmd = [*EDGE, "live", "--duration", str(duration), "--record", str(out), "--rate", str(rate),
+           "--model", str(model), "--summary", str(out.with_suffix(".json")), "--quiet", *extra]
+    return subprocess.Popen(cmd, env=pulse.client_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_recording(proc: subprocess.Popen, out: Path, timeout: float = 30) -> None:
+    """Until the loop has written audio (the model loaded and the device delivers)."""
+    deadline = time.monotonic() + timeout
+    while not (out.exists() and out.stat().st_size > 48_000):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "live loop did not start recording"
+        time.sleep(0.05)
+
+
+def test_live_denoises_played_speech_without_overruns(pulse, model_path, speech_pair, tmp_path):
+    model, min_gain = model_path
+    clean, noisy = speech_pair
+    played = tmp_path / "noisy.wav"
+    save_audio(played, noisy, subtype="FLOAT")
+    out, captured = tmp_path / "out.wav", tmp_path / "in.wav"
+    seconds = len(noisy) / 16_000 + 3.0
+    # 16 kHz like the sink: PulseAudio's own resampler (speex) would blur the input by itself
+    # (~20 dB SI-SDR); the loop's soxr resampling at 48 kHz is covered by the other tests.
+    proc = start_live(pulse, model, out, seconds, "--record-input", str(captured), rate=16_000)
+    wait_recording(proc, out)
+    subprocess.run(["paplay", f"--device={pulse.sink}", str(played)], env=pulse.env, check=True,
+                   timeout=60)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary == json.loads(out.with_suffix(".json").read_text())
+    assert summary["overruns"] == 0 and summary["input_overflows"] == 0
+    assert summary["error"] is None and summary["reason"] == "duration"
+    assert summary["audio_s"] == pytest.approx(seconds, abs=0.01)
+    assert summary["capture_rate"] == 16_000 and summary["hops"] > 0
+
+    info = sf.info(out)
+    assert info.samplerate == 16_000 and info.frames == round(seconds * 16_000)
+    y, x = load_audio(out).samples, load_audio(captured).samples
+    lag, peak = align(noisy, y)
+    assert peak > 0.5, f"output does not line up with the played speech (peak {peak:.2f})"
+    live = y[lag:lag + len(clean)]
+    assert len(live) == len(clean), "recording cut the speech short"
+    lag_in, peak_in = align(noisy, x)
+    assert peak_in > 0.9
+    heard = x[lag_in:lag_in + len(clean)]  # what the loop captured, through the same path
+
+    gain = si_sdr(clean, live) - si_sdr(clean, heard)
+    added_ms = (lag - lag_in) / 16
+    print(f"live SI-SDR gain {gain:.2f} dB (bound {min_gain} dB), loop delay {added_ms:.1f} ms")
+    assert gain >= min_gain
+    # the loop's signal delay is win - hop = 10 ms (the hop itself is buffered on top)
+    assert added_ms == pytest.approx(10.0, abs=0.1)
+
+
+def test_sound_server_killed_mid_run_gives_error_and_valid_partial_file(
+        pulse, model_path, speech_pair, tmp_path):
+    model, _ = model_path
+    _, noisy = speech_pair
+    played = tmp_path / "noisy.wav"
+    save_audio(played, noisy)
+    out = tmp_path / "part.wav"
+    proc = start_live(pulse, model, out, 60.0)
+    wait_recording(proc, out)
+    player = subprocess.Popen(["paplay", f"--device={pulse.sink}", str(played)], env=pulse.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    pulse.proc.kill()  # the device disappears, abruptly
+    try:
+        stdout, stderr = proc.communicate(timeout=20)  # no hang
+    finally:
+        player.kill()
+        player.wait()
+    assert proc.returncode == 1
+    assert "Error: " in stderr and "Traceback" not in stderr
+    assert "sound server gone" in stderr or "device" in stderr
+    summary = json.loads(stdout)
+    assert summary["reason"] == "error" and summary["error"]
+    data, rate = sf.read(out, dtype="float32")  # a valid, readable partial recording
+    assert rate == 48_000 and len(data) > 48_000
+    assert abs(len(data) / rate - summary["audio_s"]) < 0.1
+    assert np.max(np.abs(data)) > 0.01  # it holds the speech played before the server died
+
+
+def test_sigusr1_toggles_bypass_and_sigterm_stops_cleanly(pulse, model_path, tmp_path):
+    model, _ = model_path
+    out = tmp_path / "sig.wav"
+    proc = start_live(pulse, model, out, 60.0, "--play")  # also plays to the default sink
+    wait_recording(proc, out)
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["reason"] == "stopped" and summary["error"] is None
+    assert summary["bypass"] is True and summary["bypass_toggles"] == 1
+    assert sf.info(out).frames > 0
