@@ -108,6 +108,7 @@ def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
     name = f"bundle-{sha[:16]}.hlb"  # content-named: a resumed push finds its partial upload
     t0 = time.perf_counter()
     with _connect(port, baud, pace) as dev:
+        dev.rpc.slow_timeout = 120.0  # install/confirm run a health check (a subprocess)
         first: list[int] = []
 
         def cb(done: int, total: int) -> None:
