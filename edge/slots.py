@@ -3,7 +3,7 @@
 A state directory (the agent's ``--state-dir``, or a ``--root DIR`` stand-in for a device)::
 
     trust/<key_id>.pub      ed25519 public keys this device accepts bundles from (PEM)
-    flash.json              limits: max_bundle_bytes, trial_timeout_s (written by init)
+    flash.json              max_bundle_bytes, trial_timeout_s, profile (written by init)
     slots/A/, slots/B/      an extracted bundle each: manifest.json, manifest.sig, files
     slots/.incoming/        a bundle being written (removed at start: never used)
     active.json             the pointer: {active, previous, state: confirmed|trial, deadline}
@@ -369,7 +369,8 @@ def _check_slot_main(slot_dir: str) -> int:
         out = {"ok": True, "max_error": round(err, 6), "backend": model.backend,
                "model": md["name"], "model_version": md["version"]}
     except Exception as e:  # any failure is a failed check, reported as one line
-        out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        msg = str(e).replace(f"{Path(slot_dir)}/", "")  # "model.tflite: ...", not a temp path
+        out = {"ok": False, "error": f"{type(e).__name__}: {msg}"}
     print(json.dumps(out), flush=True)
     return 0 if out["ok"] else 1
 
@@ -389,7 +390,7 @@ class SlotStore:
 
     # -- setup
     def init(self, keys: list[bytes], *, max_bundle_bytes: int | None = None,
-             trial_timeout_s: float | None = None) -> list[str]:
+             trial_timeout_s: float | None = None, profile: str | None = None) -> list[str]:
         """Create the layout and add trusted public keys (PEM or raw); returns their ids."""
         self.trust_dir.mkdir(parents=True, exist_ok=True)
         self.slots_dir.mkdir(exist_ok=True)
@@ -409,6 +410,8 @@ class SlotStore:
                 cfg["max_bundle_bytes"] = int(max_bundle_bytes)
             if trial_timeout_s is not None:
                 cfg["trial_timeout_s"] = float(trial_timeout_s)
+            if profile is not None:
+                cfg["profile"] = profile
             write_durable(self.root / "flash.json", json.dumps(cfg, indent=1).encode())
             if not self.pointer.exists():
                 self._write_pointer({"active": None, "previous": None, "state": "empty"})
@@ -508,7 +511,8 @@ class SlotStore:
         with self._locked():
             cfg = self.config()
             bundle = read_bundle(bundle_path, self.trusted(), max_bytes=cfg["max_bundle_bytes"],
-                                 runtime=self.runtime, profile=self.profile)
+                                 runtime=self.runtime,
+                                 profile=self.profile or cfg.get("profile"))
             ptr = self.read_pointer()
             cur = self._active_manifest(ptr)
             if (cur is not None and not allow_downgrade
@@ -668,7 +672,7 @@ class SlotStore:
                 "previous": ptr.get("previous"), "state": ptr.get("state", "empty"),
                 "version": ptr.get("version"), "revert_in_s": left, "slots": slots,
                 "trusted_keys": sorted(self.trusted()), "runtime": self.runtime,
-                "profile": self.profile}
+                "profile": self.profile or self.config().get("profile")}
 
 
 def main(argv: list[str]) -> int:

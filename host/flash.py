@@ -32,15 +32,19 @@ def _store(root: str | Path, profile: str | None) -> SlotStore:
 
 # ------------------------------------------------------------------------- --root DIR
 def init_root(root: str | Path, keys: list[Path], *, max_bundle_bytes: int | None = None,
-              trial_timeout_s: float | None = None) -> list[str]:
+              trial_timeout_s: float | None = None, profile: str | None = None) -> list[str]:
     datas = []
     for k in keys:
         try:
             datas.append(Path(k).read_bytes())
         except OSError as e:
             raise PushError(f"cannot read public key {k}: {e.strerror}") from None
+    if profile is not None:
+        from edge.profile import DeviceProfile
+
+        DeviceProfile.by_name(profile)  # an unknown profile is an error now
     return _store(root, None).init(datas, max_bundle_bytes=max_bundle_bytes,
-                                   trial_timeout_s=trial_timeout_s)
+                                   trial_timeout_s=trial_timeout_s, profile=profile)
 
 
 def push_root(bundle: str | Path, root: str | Path, *, profile: str | None = None,

@@ -105,13 +105,14 @@ def inspect_cmd(bundle, trust, as_json) -> None:
 @click.option("--max-bundle-mb", type=float, help="Largest bundle accepted (default 256).")
 @click.option("--trial-timeout", type=float,
               help="Seconds a switched bundle may stay unconfirmed (default 120).")
-def init_cmd(root, trust, max_bundle_mb, trial_timeout) -> None:
+@click.option("--profile", help="The device's hardware profile (bundles must fit it).")
+def init_cmd(root, trust, max_bundle_mb, trial_timeout, profile) -> None:
     """Initialise a device state directory with the keys it trusts."""
     from host.flash import init_root
 
     ids = init_root(root, list(trust),
                     max_bundle_bytes=None if max_bundle_mb is None else int(max_bundle_mb * 2**20),
-                    trial_timeout_s=trial_timeout)
+                    trial_timeout_s=trial_timeout, profile=profile)
     click.echo(f"{root}: trusts key(s) {', '.join(ids)}")
 
 
@@ -124,7 +125,8 @@ def init_cmd(root, trust, max_bundle_mb, trial_timeout) -> None:
 @click.option("--no-confirm", is_flag=True,
               help="Leave the bundle on trial (it rolls back unless confirmed in time).")
 @click.option("--trial-timeout", type=float, help="Seconds to confirm before rollback.")
-@click.option("--profile", help="With --root: the device's hardware profile to check against.")
+@click.option("--profile", help="With --root: the device's hardware profile (default: the one "
+              "given to init).")
 @click.option("--pace", is_flag=True, hidden=True, help="Pace writes at the baud (ptys).")
 @_json_opt
 def push_cmd(bundle, port, root, baud, allow_downgrade, no_confirm, trial_timeout, profile,
