@@ -69,7 +69,7 @@ class RateEstimator:
     """
 
     def __init__(self, nominal_rate: int, *, window_s: float = 40.0, bin_s: float = 1.0,
-                 phase_bins: int = 5, min_bins: int = 5):
+                 phase_bins: int = 10, min_bins: int = 5):
         self.rate = nominal_rate
         self.bin_frames = int(round(bin_s * nominal_rate))
         self.max_bins = max(int(window_s / bin_s), 2)
@@ -212,7 +212,7 @@ class MediaClock:
     """
 
     def __init__(self, nominal_rate: int = 48_000, *, window_s: float = 40.0,
-                 tau_s: float = 10.0, max_ppm: float = 1000.0,
+                 tau_s: float = 20.0, max_ppm: float = 1000.0,
                  clock: Callable[[], int] = ptp_time_ns):
         self.rate = nominal_rate
         self.tau_s = tau_s
@@ -289,7 +289,7 @@ class PtpLockedStream:
     worker. Before the first estimate (about 5 s) blocks pass at ratio 1."""
 
     def __init__(self, nominal_rate: int = 48_000, *, window_s: float = 40.0,
-                 tau_s: float = 10.0, clock: Callable[[], int] = ptp_time_ns, taps: int = 16):
+                 tau_s: float = 20.0, clock: Callable[[], int] = ptp_time_ns, taps: int = 16):
         self.clock = MediaClock(nominal_rate, window_s=window_s, tau_s=tau_s, clock=clock)
         self.resampler = AdaptiveResampler(taps=taps)
 
@@ -360,7 +360,7 @@ class SimulatedCard:
 
 
 def simulate_lock(card: SimulatedCard, seconds: int, *, window_s: float = 40.0,
-                  tau_s: float = 10.0) -> dict[str, np.ndarray]:
+                  tau_s: float = 20.0) -> dict[str, np.ndarray]:
     """Run MediaClock + resampler bookkeeping against ``card`` for ``seconds`` of card time,
     updating once a second (fast: no audio is interpolated). Returns per-second arrays:
     t_s (PTP), ppm_est, ppm_true, ratio, phase_true (samples: outputs − rate × true PTP time
