@@ -37,7 +37,9 @@ class LoopConfig:
     stall_timeout_s: float = 2.0  # no audio for this long = the device is gone
     cpu_affinity: tuple[int, ...] = ()
     realtime_priority: int = 0
-    resample_quality: str = "HQ"
+    # soxr streaming holds back half its filter: HQ costs ~21 ms each way, LQ ~6 ms, with a
+    # passband (~91% of Nyquist) that is plenty for 16 kHz speech. Latency wins on a live path.
+    resample_quality: str = "LQ"
 
 
 class _Resampler:

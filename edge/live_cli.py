@@ -80,9 +80,13 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
 @click.option("--bypass", is_flag=True, help="Start in bypass (SIGUSR1 toggles at runtime).")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Also write the JSON summary to this file.")
+@click.option("--resample-quality", type=click.Choice(["QQ", "LQ", "MQ", "HQ", "VHQ"]),
+              default="LQ", show_default=True,
+              help="soxr quality native <-> 16 kHz; higher costs latency (HQ: ~21 ms each way).")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def live_command(duration, device, output_device, list_devices, profile_name, model_path, rate,
-                 record, record_input, play, bypass, summary_path, quiet) -> None:
+                 record, record_input, play, bypass, summary_path, resample_quality,
+                 quiet) -> None:
     """Capture, denoise and play or record live audio.
 
     The audio callback only queues blocks; a worker resamples to 16 kHz (soxr, streaming),
@@ -98,7 +102,7 @@ def live_command(duration, device, output_device, list_devices, profile_name, mo
     summary = run_live(duration=duration, device=device, output_device=output_device,
                        profile_name=profile_name, model_path=model_path, rate=rate,
                        record=record, record_input=record_input, play=play, bypass=bypass,
-                       quiet=quiet)
+                       resample_quality=resample_quality, quiet=quiet)
     text = json.dumps(summary, indent=1)
     click.echo(text)
     if summary_path:
@@ -111,7 +115,7 @@ def live_command(duration, device, output_device, list_devices, profile_name, mo
 
 def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
              model_path=None, rate=None, record=None, record_input=None, play=None,
-             bypass=False, quiet=True, extra_sinks=()) -> dict:
+             bypass=False, resample_quality="LQ", quiet=True, extra_sinks=()) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 
     ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
@@ -143,7 +147,8 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     source = SoundDeviceSource(in_dev, capture_rate, period, channels=a.channels,
                                input_channel=a.input_channel)
     cfg = LoopConfig(duration_s=duration, queue_blocks=r.queue_frames,
-                     cpu_affinity=r.cpu_affinity, realtime_priority=r.realtime_priority)
+                     cpu_affinity=r.cpu_affinity, realtime_priority=r.realtime_priority,
+                     resample_quality=resample_quality)
     inputs = [RecordSink(record_input, capture_rate)] if record_input else []
     loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg, input_sinks=inputs)
     status = Live("", console=err_console, transient=False, auto_refresh=False,

@@ -1,0 +1,125 @@
+"""The live loop without a sound card: FileSource stands in for the capture device.
+
+The model here is a small numpy mask model (the MaskModel protocol) so these tests run in
+seconds; the TFLite model through a real sound server is tests/test_live_pulse.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.denoise import Denoiser
+from edge.dsp import FrontEnd
+from edge.live import LiveLoop, LoopConfig
+from edge.sinks import CallbackSink, NullSink, RecordSink
+from edge.sources import FileSource
+
+
+class HalfMask:
+    """Halves every bin; ``delay_s`` per step makes a deliberately slow model."""
+
+    front_end = FrontEnd()
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+
+    def init_state(self):
+        return [np.zeros((1, 4), dtype=np.float32)]
+
+    def step(self, features, state):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return np.full(161, 0.5, dtype=np.float32), state
+
+
+def signal_48k(seconds: float) -> np.ndarray:
+    t = np.arange(int(48_000 * seconds)) / 48_000
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def test_file_source_through_the_loop_resamples_and_applies_the_model(tmp_path):
+    x = signal_48k(2.0)
+    got = []
+    sinks = [RecordSink(tmp_path / "out.wav", 48_000), CallbackSink(got.append, rate=16_000)]
+    loop = LiveLoop(FileSource(x, 48_000, 480, speed=4.0), Denoiser(HalfMask()), sinks,
+                    LoopConfig(queue_blocks=256))
+    s = loop.run()
+    assert s["reason"] == "end of input" and s["error"] is None and s["overruns"] == 0
+    assert len(x) // 3 // 160 - 3 <= s["hops"] <= len(x) // 3 // 160  # soxr keeps a few ms
+    y16 = np.concatenate(got)
+    assert len(y16) == s["hops"] * 160
+    y48, rate = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert rate == 48_000 and 0 <= len(x) - len(y48) < 48_000 * 0.04  # held in resamplers
+    mid = y48[24_000:72_000]  # away from the edges: the tone at half amplitude
+    assert np.sqrt(np.mean(mid ** 2)) == pytest.approx(0.3 * 0.5 / np.sqrt(2), rel=0.02)
+    assert s["hop_ms"]["n"] == s["hops"] and s["hop_ms"]["p99"] >= s["hop_ms"]["p50"]
+
+
+def test_duration_stops_after_exactly_that_much_audio():
+    sink = NullSink(16_000)
+    loop = LiveLoop(FileSource(signal_48k(1.0), 48_000, 480, speed=0.0, loop=True),
+                    Denoiser(HalfMask()), [sink], LoopConfig(duration_s=0.75, queue_blocks=4096))
+    s = loop.run()
+    assert s["reason"] == "duration" and s["audio_s"] == 0.75
+    assert sink.frames == 12_000  # 16 kHz sink: no resampler delay
+
+
+def test_a_slow_worker_counts_overruns_and_never_blocks_the_callback():
+    """Model 4x slower than real time: the bounded queue fills and blocks are dropped and
+    counted, while the pushing (callback) thread keeps its pace."""
+    src = FileSource(signal_48k(1.0), 48_000, 480, speed=1.0)
+    loop = LiveLoop(src, Denoiser(HalfMask(delay_s=0.04)), [NullSink()],
+                    LoopConfig(queue_blocks=4))
+    t0 = time.monotonic()
+    s = loop.run()
+    assert s["overruns"] > 20
+    assert s["blocks"] + s["overruns"] == 100  # every captured block is accounted for
+    assert s["queue_max"] >= 3
+    assert time.monotonic() - t0 < 8  # the source was never held up by the worker
+
+
+def test_stop_and_bypass_toggle_from_another_thread():
+    loop = LiveLoop(FileSource(signal_48k(1.0), 48_000, 480, loop=True),
+                    Denoiser(HalfMask()), [NullSink()], LoopConfig())
+
+    def control():
+        time.sleep(0.3)
+        loop.toggle_bypass()
+        time.sleep(0.3)
+        loop.stop()
+
+    threading.Thread(target=control).start()
+    s = loop.run()
+    assert s["reason"] == "stopped" and s["bypass"] is True and s["bypass_toggles"] == 1
+
+
+def test_a_source_that_stops_delivering_is_a_device_loss_not_a_hang():
+    src = FileSource(signal_48k(0.3), 48_000, 480, loop=True)
+    loop = LiveLoop(src, Denoiser(HalfMask()), [NullSink()], LoopConfig(stall_timeout_s=0.5))
+    threading.Timer(0.3, src.stop).start()  # the "device" goes silent, no end-of-input
+    src.done = None  # a real device has no end-of-input event
+    s = loop.run()
+    assert s["reason"] == "error" and "no audio from the input device" in s["error"]
+
+
+def test_recording_header_is_valid_even_after_an_abrupt_exit(tmp_path):
+    """RecordSink rewrites the WAV header on every write: kill -9 still leaves a file."""
+    path = tmp_path / "abrupt.wav"
+    code = (
+        "import os, numpy as np\n"
+        "from edge.sinks import RecordSink\n"
+        f"s = RecordSink({str(path)!r}, 16000)\n"
+        "for _ in range(10): s.write(np.full(1600, 0.25, dtype=np.float32))\n"
+        "os._exit(0)\n"  # no close(): like SIGKILL
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    data, rate = sf.read(path, dtype="float32")
+    assert rate == 16_000 and len(data) == 16_000
+    assert np.allclose(data, 0.25)
