@@ -242,3 +242,46 @@ def signal_handlers(loop: LiveLoop, on_toggle=None):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def systemd_unit(profile, exe: str = "/usr/local/bin/edge-denoise") -> str:
+    """A systemd unit running ``edge-denoise live`` for ``profile`` (an edge.profile
+    DeviceProfile): restart on failure, the runtime's user/group, CPU and priority hints."""
+    r = profile.runtime
+    lines = [
+        "# hushlink live denoiser: capture -> denoise -> sink (edge-denoise live).",
+        f"# Generated for profile {profile.name!r}: "
+        f"edge-denoise live --profile {profile.name} --print-unit",
+        "[Unit]",
+        "Description=hushlink live denoiser (edge-denoise live)",
+        "After=sound.target network-online.target",
+        "Wants=network-online.target",
+        "StartLimitIntervalSec=60",
+        "StartLimitBurst=10",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"User={r.user}",
+        f"Group={r.group}",
+        "SupplementaryGroups=audio",
+        "EnvironmentFile=-/etc/default/hushlink-live",
+        f"ExecStart={exe} live --profile {profile.name} --quiet "
+        "--summary /var/lib/hushlink/live-summary.json $HUSHLINK_LIVE_ARGS",
+        "StateDirectory=hushlink",
+        # a device that disappears exits 1: restart and wait for it to come back
+        "Restart=on-failure",
+        "RestartSec=2",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=10",
+        "Nice=-10",
+        "LimitRTPRIO=99",
+        "LimitMEMLOCK=infinity",
+        "AmbientCapabilities=CAP_SYS_NICE",
+    ]
+    if r.cpu_affinity:
+        lines.append("CPUAffinity=" + " ".join(str(c) for c in r.cpu_affinity))
+    if r.realtime_priority > 0:
+        lines.append(f"# the worker thread raises itself to SCHED_FIFO {r.realtime_priority} "
+                     "(runtime.realtime_priority); CAP_SYS_NICE above allows it")
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)

@@ -66,6 +66,8 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
               "Default: the profile's input_device.")
 @click.option("--output-device", help="Output device for playback. Default: the profile's.")
 @click.option("--list-devices", is_flag=True, help="List audio devices and exit.")
+@click.option("--print-unit", is_flag=True,
+              help="Print a systemd unit for this profile (user, group, CPU hints) and exit.")
 @click.option("--profile", "-p", "profile_name", default="generic-linux", show_default=True,
               help="Hardware profile name or .toml path (rates, periods, affinity).")
 @click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False), help=MODEL_HELP)
@@ -84,9 +86,9 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
               default="LQ", show_default=True,
               help="soxr quality native <-> 16 kHz; higher costs latency (HQ: ~21 ms each way).")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
-def live_command(duration, device, output_device, list_devices, profile_name, model_path, rate,
-                 record, record_input, play, bypass, summary_path, resample_quality,
-                 quiet) -> None:
+def live_command(duration, device, output_device, list_devices, print_unit, profile_name,
+                 model_path, rate, record, record_input, play, bypass, summary_path,
+                 resample_quality, quiet) -> None:
     """Capture, denoise and play or record live audio.
 
     The audio callback only queues blocks; a worker resamples to 16 kHz (soxr, streaming),
@@ -98,6 +100,15 @@ def live_command(duration, device, output_device, list_devices, profile_name, mo
         from edge.sources import list_devices as table
 
         click.echo(table())
+        return
+    if print_unit:
+        import shutil
+
+        from edge.live import systemd_unit
+        from edge.profile import DeviceProfile
+
+        exe = shutil.which("edge-denoise") or "/usr/local/bin/edge-denoise"
+        click.echo(systemd_unit(DeviceProfile.by_name(profile_name), exe), nl=False)
         return
     summary = run_live(duration=duration, device=device, output_device=output_device,
                        profile_name=profile_name, model_path=model_path, rate=rate,
