@@ -98,6 +98,9 @@ def test_cli_keygen_build_inspect(tmp_path, step_model):
     assert json.loads(res.output)["version"] == "0.3.0"
     res = r.invoke(cli, ["inspect", str(tmp_path / "nope.hlb")])
     assert res.exit_code == 1 and res.output.startswith("Error:") and "Traceback" not in res.output
+    (tmp_path / "text.hlb").write_text("not a tar at all\n" * 100)
+    res = r.invoke(cli, ["inspect", str(tmp_path / "text.hlb")])
+    assert res.exit_code == 1 and "is not a bundle archive" in res.output
     res = r.invoke(cli, ["build", "-m", str(step_model), "-k", str(tmp_path / "k.key"),
                          "-o", str(tmp_path / "c.hlb"), "--profile", "toaster"])
     assert res.exit_code == 1 and "unknown hardware profile 'toaster'" in res.output
