@@ -668,7 +668,12 @@ class SlotStore:
         left = None
         if ptr.get("state") == "trial" and ptr.get("deadline"):
             left = round(max(0.0, float(ptr["deadline"]) - time.time()), 1)
-        return {"root": str(self.root), "active": ptr.get("active"),
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            free = None
+        return {"root": str(self.root), "active": ptr.get("active"), "free_bytes": free,
+                "max_bundle_bytes": self.config()["max_bundle_bytes"],
                 "previous": ptr.get("previous"), "state": ptr.get("state", "empty"),
                 "version": ptr.get("version"), "revert_in_s": left, "slots": slots,
                 "trusted_keys": sorted(self.trusted()), "runtime": self.runtime,

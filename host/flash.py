@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.errors import HushlinkError
-from edge.slots import FlashError, SlotStore
+from edge.slots import SPACE_MARGIN, FlashError, SlotStore
 
 
 class PushError(HushlinkError):
@@ -121,8 +121,17 @@ def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
             if progress:
                 progress(done, total)
 
+        st = _call(dev, "flash.status")
+        staged = _call(dev, "flash.staged", {"name": name, "sha256": sha})["present"]
+        if len(data) > st.get("max_bundle_bytes", len(data)):
+            raise FlashError(f"bundle is {len(data):,} bytes, over the device's limit of "
+                             f"{st['max_bundle_bytes']:,}; not sent", "oversize")
+        need = (1 if staged else 2) * len(data) + SPACE_MARGIN  # upload + slot copy
+        if st.get("free_bytes") is not None and st["free_bytes"] < need:
+            raise FlashError(f"not enough disk space on the device: the bundle needs {need:,} "
+                             f"bytes, {st['free_bytes']:,} are free; not sent", "no_space")
         t_up = time.perf_counter()
-        if _call(dev, "flash.staged", {"name": name, "sha256": sha})["present"]:
+        if staged:
             first.append(len(data))
             if progress:
                 progress(len(data), len(data))

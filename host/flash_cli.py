@@ -24,6 +24,8 @@ def _fmt_status(st: dict) -> str:
         desc = "empty" if s is None else f"{s['version']} (model {s['model']} {s['model_version']})"
         lines.append(f"slot {name}       {desc}")
     lines.append(f"trusted keys {', '.join(st['trusted_keys']) or 'none'}")
+    if st.get("free_bytes") is not None:
+        lines.append(f"free space   {st['free_bytes'] / 2**20:,.1f} MiB")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from test_flash_util import (
     golden,
     keys,
     resign,
+    small_fs,
     step_model,
 )
 from test_link_util import AgentProc, PtyPair
@@ -96,6 +97,28 @@ def test_refusal_over_serial_changes_nothing(rig, bundles, keys, tmp_path):
     res = CliRunner().invoke(cli, ["push", str(bundles["1.0.0"]), "--port", rig.pair.b,
                                    "--trial-timeout", "5"])
     assert res.exit_code == 0, res.output  # same version again: allowed (a reinstall)
+
+
+def test_full_device_refuses_before_the_upload(small_fs, golden, bundles, tmp_path):
+    state = small_fs / "state"
+    shutil.copytree(golden, state)
+    pair = PtyPair(tmp_path, f"s{os.getpid()}")
+    agent = AgentProc(pair.a, state)
+    try:
+        before = fingerprint(state)
+        free = shutil.disk_usage(small_fs).free
+        (small_fs / "filler").write_bytes(b"\0" * (free - 900_000))
+        res = CliRunner().invoke(cli, ["push", str(bundles["2.0.0"]), "--port", pair.b])
+        assert res.exit_code == 1 and "not enough disk space on the device" in res.output
+        assert fingerprint(state) == before
+        assert not list((state / "staging").iterdir())  # nothing was sent
+        SlotStore(state).init([], max_bundle_bytes=10_000)
+        res = CliRunner().invoke(cli, ["push", str(bundles["2.0.0"]), "--port", pair.b])
+        assert res.exit_code == 1 and "over the device's limit of 10,000" in res.output
+        assert fingerprint(state) == before
+    finally:
+        agent.stop()
+        pair.stop()
 
 
 def test_unconfirmed_trial_times_out_on_the_agent(rig, bundles):

@@ -7,9 +7,12 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
 import tarfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,20 @@ def step_model(tmp_path_factory) -> Path:
     from stepmodels import build_test_model
 
     return build_test_model(tmp_path_factory.getbasetemp() / "stepmodel")
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 2 MiB tmpfs (root only: mount)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs as root")
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / f"fs{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture(scope="session")

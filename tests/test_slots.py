@@ -24,6 +24,7 @@ from test_flash_util import (
     keys,
     read_entries,
     resign,
+    small_fs,
     step_model,
     write_tar,
 )
@@ -227,20 +228,6 @@ def test_cli_init_push_status_confirm_on_a_root(tmp_path, bundles, keys):
 def test_refuses_uninitialised_device(tmp_path, bundles):
     r = CliRunner().invoke(cli, ["push", str(bundles["1.0.0"]), "--root", str(tmp_path / "d")])
     assert r.exit_code == 1 and "trusts no keys" in r.output
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """A real 2 MiB tmpfs (root only: mount)."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI runs as root")
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / f"fs{uuid.uuid4().hex[:6]}"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_refuses_when_disk_is_full(small_fs, bundles, keys):
