@@ -34,3 +34,14 @@ lint: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# issue 4: the shipped denoiser (training/configs/default.toml) and its benchmark
+model: $(STAMP)
+	$(VENV)/bin/train-denoiser prepare -c default
+	$(VENV)/bin/train-denoiser teacher -c default
+	$(VENV)/bin/train-denoiser student -c default
+	$(VENV)/bin/train-denoiser export -c default --ship
+	$(VENV)/bin/train-denoiser evaluate -c default
+
+bench-denoise: $(STAMP)
+	$(PY) benchmarks/denoise.py --utterances 20

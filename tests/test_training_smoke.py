@@ -68,16 +68,15 @@ def test_pipeline_end_to_end(work):
     assert {"teacher", "student", "export", "evaluate"} <= set(metrics)
 
 
-def test_resume_skips_finished_steps(work, tmp_path):
+@pytest.mark.slow
+def test_resume_skips_finished_steps(work):
     """A finished student checkpoint is not retrained: re-running resumes at the last step."""
-    if not (work / "students.pt").is_file():
-        pytest.skip("needs test_pipeline_end_to_end first")
+    assert (work / "students.pt").is_file(), "runs after test_pipeline_end_to_end"
     before = (work / "students.pt").stat().st_mtime_ns
     res = CliRunner().invoke(cli, ["student", "-c", "smoke", "-w", str(work), "-q"],
                              catch_exceptions=False)
     assert res.exit_code == 0
-    assert "resuming students" in res.output or (work / "students.pt").stat().st_mtime_ns \
-        == before
+    assert (work / "students.pt").stat().st_mtime_ns == before  # nothing retrained
 
 
 def test_errors_are_one_line(tmp_path):

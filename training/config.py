@@ -49,10 +49,10 @@ class TeacherConfig:
     channels: tuple[int, ...] = (8, 12, 6)
     kernels: tuple[tuple[int, int], ...] = ((3, 5), (5, 3), (3, 9))
     pools: tuple[int, ...] = (4, 4, 2)
-    fc: tuple[int, ...] = (256, 192, 224)
-    lstm: tuple[int, ...] = (128, 96, 112)
-    steps: int = 600
-    batch: int = 16
+    fc: tuple[int, ...] = (128, 96, 112)
+    lstm: tuple[int, ...] = (64, 48, 56)
+    steps: int = 300
+    batch: int = 8
     lr: float = 2e-3
     fusion_steps: int = 60
 
@@ -62,8 +62,8 @@ class StudentConfig:
     hidden: int = 112
     embed: int = 64
     mask_floor: float = 0.05
-    steps: int = 1200
-    batch: int = 32
+    steps: int = 500
+    batch: int = 16
     lr: float = 3e-3
     ablation: bool = True  # also train the m_ref-only student on the same batches
 

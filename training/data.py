@@ -338,7 +338,7 @@ def features(clean: list[np.ndarray], noisy: list[np.ndarray],
             "clean_spec": ss, "clean": np.stack(clean), "noisy": np.stack(noisy)}
 
 
-def test_mixtures(manifest: dict, n_utterances: int, snrs: tuple[float, ...], seed: int = 1234,
+def eval_mixtures(manifest: dict, n_utterances: int, snrs: tuple[float, ...], seed: int = 1234,
                   split: str = "test") -> list[dict]:
     """A fixed evaluation set: utterances of the split's speakers (spread over speakers) each
     mixed with a held-out noise at every SNR. No augmentation. Deterministic in ``seed``."""

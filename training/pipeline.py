@@ -154,7 +154,7 @@ def evaluate(cfg: TrainConfig, work: Path, quiet: bool = False, utterances: int 
              model: Path | None = None, spectrograms: int = 3) -> dict:
     """Test-split scores of noisy, teacher, float students and the int8 TFLite student,
     per SNR; writes WORK/eval/metrics.json and spectrogram PNGs."""
-    from training.data import test_mixtures
+    from training.data import eval_mixtures
     from training.evaluate import (
         run_systems,
         spectrogram_png,
@@ -166,7 +166,7 @@ def evaluate(cfg: TrainConfig, work: Path, quiet: bool = False, utterances: int 
     from training.teacher import load_teacher
 
     m = load_manifest(work / "manifest.json")
-    mixtures = test_mixtures(m, utterances or cfg.eval.utterances, cfg.eval.snrs)
+    mixtures = eval_mixtures(m, utterances or cfg.eval.utterances, cfg.eval.snrs)
     if not mixtures:
         raise DataError("the test split has no usable utterances (>= 1.5 s)")
     systems = {"noisy": lambda x: x}
