@@ -130,6 +130,20 @@ def test_unconfirmed_trial_times_out_on_the_agent(rig, bundles):
     assert "trial not confirmed in time" in rig.agent.log.read_text()
 
 
+def test_no_confirm_then_confirm_over_serial(rig, bundles):
+    run = CliRunner().invoke
+    res = run(cli, ["push", str(bundles["2.0.0"]), "--port", rig.pair.b, "--no-confirm"])
+    assert res.exit_code == 0 and "(trial)" in res.output, res.output
+    assert "B (trial, rolls back in" in run(cli, ["status", rig.pair.b]).output
+    res = run(cli, ["confirm", rig.pair.b])
+    assert res.exit_code == 0 and "confirmed: bundle 2.0.0 in slot B" in res.output
+    rig.restart()  # a confirmed bundle survives a restart
+    st = status_serial(rig.pair.b)
+    assert (st["active"], st["state"], st["version"]) == ("B", "confirmed", "2.0.0")
+    res = run(cli, ["confirm", rig.pair.b])
+    assert res.exit_code == 1 and "[not_in_trial]" in res.output
+
+
 def _staged_name(bundle) -> str:
     return f"bundle-{hashlib.sha256(bundle.read_bytes()).hexdigest()[:16]}.hlb"
 
