@@ -99,7 +99,7 @@ def _run_foreground(cfg, settings) -> None:
         while not sup._stop.wait(1.0):
             if time.monotonic() - last_print >= 10:
                 last_print = time.monotonic()
-                err_console.print(_line(monitor.status().to_dict()), highlight=False)
+                click.echo(_line(monitor.status().to_dict()), err=True)
     finally:
         sup.stop()
         pid_file.unlink(missing_ok=True)
@@ -224,7 +224,7 @@ def _supervisor_pid(run_dir: Path) -> int | None:
 
 
 def _fmt(v, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
+    return format("-", f">{spec.split('.')[0]}") if v is None else format(v, spec)
 
 
 def _line(r: dict) -> str:

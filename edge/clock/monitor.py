@@ -25,6 +25,7 @@ from edge.clock.config import ClockError, require_linuxptp
 from edge.clock.ptpmath import drift_ppm, rms
 
 PMC_QUERIES = ("GET CURRENT_DATA_SET", "GET TIME_STATUS_NP", "GET PORT_DATA_SET")
+STALE_OFFSET_S = 3.0  # an offset older than this is history, not the current offset
 _FREQ_RE = re.compile(r"master offset\s+(-?\d+)\s+s(\d)\s+freq\s+([+-]?\d+)")
 
 
@@ -179,6 +180,7 @@ class Monitor:
         s = self.last
         t, off = self.offsets()
         age = now - t[-1] if len(t) else None
+        fresh = age is not None and age <= STALE_OFFSET_S
         drift = None
         if len(t) >= 5 and t[-1] - t[0] >= 4:
             drift = round(drift_ppm(t, off), 4)
@@ -201,8 +203,9 @@ class Monitor:
         return ClockStatus(
             iface=self.iface, role=self.role, lock=lock, reason=reason,
             port_state=s.port_state if s else None,
-            offset_ns=t_last(off), path_delay_ns=(self.fresh[-1].path_delay_ns
-                                                  if self.fresh else None),
+            # the last offset and delay only while fresh: never stale numbers as current
+            offset_ns=t_last(off) if fresh else None,
+            path_delay_ns=self.fresh[-1].path_delay_ns if fresh else None,
             offset_rms_ns=round(rms(off), 1) if len(off) else None, drift_ppm=drift,
             freq_ppb=s.freq_ppb if s else None, gm_identity=s.gm_identity if s else None,
             samples=len(off), age_s=round(age, 2) if age is not None else None)
