@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge.errors import HushlinkError
+from edge.transport.links import enable_rx_timestamps, recv_stamped
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +226,16 @@ class _Base:
             self.model.imp = imp
 
     def truth(self) -> dict:
+        """The model's decisions; for UDP the delays are the ones really applied (kernel
+        arrival stamp to sendto), the scheduled ones under ``scheduled``."""
         with self._lock:
             t = self.model.truth()
+            sent = getattr(self, "_sent_delays", None)
+            if sent:
+                t["scheduled"] = {k: t[k] for k in _delay_stats([])}
+                t["rtp"]["scheduled"] = {k: t["rtp"][k] for k in _delay_stats([])}
+                t.update(_delay_stats(sent))
+                t["rtp"].update(_delay_stats(self._sent_rtp))
         t.update(protocol=self.proto, listen=f"{self.listen[0]}:{self.listen[1]}",
                  forward=f"{self.forward[0]}:{self.forward[1]}",
                  seconds=time.monotonic() - self.t0, back_packets=self.back_packets,
@@ -268,6 +277,9 @@ class UdpEmulator(_Base):
         self.b.bind(("0.0.0.0", 0))
         for s in (self.a, self.b):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        enable_rx_timestamps(self.a)
+        self._sent_delays: list[float] = []  # arrival (kernel stamp) -> sendto, ms
+        self._sent_rtp: list[float] = []
         self.client = None
         self._heap: list = []
         self._n = 0
@@ -282,7 +294,7 @@ class UdpEmulator(_Base):
             now = time.monotonic()
             for s in r:
                 try:
-                    data, src = s.recvfrom(65536)
+                    data, src, arrived_ns = recv_stamped(s)
                 except OSError:
                     continue
                 if s is self.b:  # back channel: untouched
@@ -295,9 +307,12 @@ class UdpEmulator(_Base):
                 self.client = src
                 seq = rtp_seq(data)
                 with self._cv:
+                    # the queue runs on the kernel's arrival time, not on when we got the CPU
+                    now = time.monotonic() - (time.time_ns() - arrived_ns) / 1e9
                     depart = self.model.decide(now, len(data), seq)
                     if depart is not None:
-                        heapq.heappush(self._heap, (depart, self._n, seq is not None, data))
+                        heapq.heappush(self._heap, (depart, self._n, seq is not None, data,
+                                                    arrived_ns))
                         self._cv.notify()
                     self._n += 1
 
@@ -309,7 +324,7 @@ class UdpEmulator(_Base):
                     self._cv.wait(timeout=min(max(wait, 0.0), 0.05))
                     if self._stop.is_set():
                         return
-                _, idx, is_rtp, data = heapq.heappop(self._heap)
+                _, idx, is_rtp, data, arrived_ns = heapq.heappop(self._heap)
                 if idx < self._emitted_max:  # leaves after a packet that arrived later
                     self.model.counts["reordered"] += 1
                 self._emitted_max = max(self._emitted_max, idx)
@@ -319,6 +334,11 @@ class UdpEmulator(_Base):
                     self._rtp_max = max(self._rtp_max, idx)
             try:
                 self.b.sendto(data, self.forward)
+                actual = (time.time_ns() - arrived_ns) / 1e6
+                with self._lock:
+                    self._sent_delays.append(actual)
+                    if is_rtp:
+                        self._sent_rtp.append(actual)
             except OSError as e:  # receiver not there (ICMP unreachable): counted, not fatal
                 log.debug("emulate: forward failed: %s", e)
                 with self._lock:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import struct
+import time
 from urllib.parse import urlsplit
 
 from edge.errors import HushlinkError
@@ -43,6 +45,30 @@ def bind_error(addr: tuple[str, int], proto: str, e: OSError) -> TransportError:
         return TransportError(f"{proto}://{addr[0]}:{addr[1]} is already in use; stop the other "
                               "program or choose another port")
     return TransportError(f"cannot listen on {proto}://{addr[0]}:{addr[1]}: {e.strerror}")
+
+
+SO_TIMESTAMPNS = 35  # Linux (asm-generic and x86); Python's socket module lacks the name
+_CMSG = socket.CMSG_SPACE(16)
+
+
+def enable_rx_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram's arrival (CLOCK_REALTIME, ns): arrival times
+    then do not depend on when a busy CPU lets this process read the socket."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def recv_stamped(sock: socket.socket, size: int = 65536) -> tuple[bytes, tuple, int]:
+    """(data, source, arrival ns): the kernel's stamp when there is one, else time.time_ns()."""
+    data, anc, _, src = sock.recvmsg(size, _CMSG)
+    for level, kind, body in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(body) >= 16:
+            sec, ns = struct.unpack_from("qq", body)
+            return data, src, sec * 1_000_000_000 + ns
+    return data, src, time.time_ns()
 
 
 class UdpLink:

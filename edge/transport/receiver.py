@@ -23,7 +23,12 @@ from edge.params import TransportParams
 from edge.transport import rtp
 from edge.transport.codec import FRAME, OpusDecoder
 from edge.transport.jitter import JitterBuffer
-from edge.transport.links import bind_error, parse_hostport
+from edge.transport.links import (
+    bind_error,
+    enable_rx_timestamps,
+    parse_hostport,
+    recv_stamped,
+)
 from edge.transport.sender import system_clock_ns
 from edge.transport.telemetry import TelemetryLog, TelemetryMeter
 
@@ -63,6 +68,7 @@ class Receiver:
                            bye=0, decode_errors=0, connections=0, disconnects=0,
                            back_errors=0, duplicates_net=0)
         self._sel = selectors.DefaultSelector()
+        self._kernel_ts = False
         self._socks: list[socket.socket] = []
         self._conn: socket.socket | None = None
         self._deframer = rtp.Deframer()
@@ -87,6 +93,8 @@ class Receiver:
             raise bind_error(self.addr, proto, e) from None
         if proto == "udp":
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            # kernel arrival stamps share the default clock (CLOCK_REALTIME) only
+            self._kernel_ts = self.clock is system_clock_ns and enable_rx_timestamps(s)
         s.setblocking(False)
         self.addr = s.getsockname()[:2]
         self.proto = proto
@@ -133,12 +141,15 @@ class Receiver:
         if what == "udp":
             for _ in range(64):
                 try:
-                    data, src = sock.recvfrom(65536)
+                    if self._kernel_ts:
+                        data, src, t_ns = recv_stamped(sock)
+                    else:
+                        (data, src), t_ns = sock.recvfrom(65536), self.clock()
                 except (BlockingIOError, InterruptedError):
                     return
                 except ConnectionRefusedError:
                     continue
-                self._on_datagram(data, self.clock(), src)
+                self._on_datagram(data, t_ns, src)
         elif what == "listen":
             conn, src = sock.accept()
             conn.setblocking(False)
