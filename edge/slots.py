@@ -627,8 +627,20 @@ class SlotStore:
     def _expire_locked(self, log) -> dict | None:
         ptr = self.read_pointer()
         if ptr.get("state") == "trial" and time.time() >= float(ptr.get("deadline") or 0):
-            return self._rollback_locked("trial not confirmed in time", log)
+            return self._end_trial_locked("trial not confirmed in time", log)
         return None
+
+    def _end_trial_locked(self, reason: str, log) -> dict:
+        """Roll a trial back; if the previous slot no longer verifies, the trial's bundle is
+        the only good one: keep it (confirmed) rather than retry for ever."""
+        try:
+            return self._rollback_locked(reason, log)
+        except FlashError:
+            ptr = self.read_pointer()
+            self._write_pointer({**ptr, "state": "confirmed", "deadline": None})
+            log(f"{reason}, but the previous slot does not verify: keeping slot "
+                f"{ptr.get('active')}")
+            return {"slot": ptr.get("active"), "version": ptr.get("version"), "reason": reason}
 
     def boot(self, log=lambda msg: None) -> dict:
         """At start: drop half-written leftovers, roll back an unconfirmed trial, and make
@@ -641,8 +653,7 @@ class SlotStore:
                 self.pointer.with_name(f".{self.pointer.name}.tmp").unlink()
             ptr = self.read_pointer()
             if ptr.get("state") == "trial":
-                with contextlib.suppress(FlashError):
-                    self._rollback_locked("restarted before the trial was confirmed", log)
+                self._end_trial_locked("restarted before the trial was confirmed", log)
                 ptr = self.read_pointer()
             a = ptr.get("active")
             if a is not None and not self._slot_ok(a):

@@ -75,6 +75,17 @@ def test_unconfirmed_trial_rolls_back_after_timeout(device, bundles):
         s.confirm()
 
 
+def test_trial_is_kept_when_the_previous_slot_is_damaged(device, bundles):
+    s = SlotStore(device, profile="generic-linux")
+    s.install(bundles["2.0.0"], trial_timeout_s=0.2)
+    (device / "slots" / "A" / "model.json").write_text("{}")  # the rollback target rots
+    time.sleep(0.3)
+    assert s.expire()["slot"] == "B"
+    st = s.status()
+    assert (st["active"], st["state"]) == ("B", "confirmed")
+    assert s.expire() is None  # settled: no retry on every tick
+
+
 def test_first_bundle_rolled_back_leaves_no_bundle(tmp_path, bundles, keys):
     s = SlotStore(tmp_path / "dev")
     s.init([keys["vendor"]["pub"].read_bytes()])
