@@ -28,6 +28,7 @@ from edge.clock.ptpmath import (
     simulate_exchanges,
     theil_sen,
 )
+from edge.clock.supervisor import Backoff
 from edge.profile import DeviceProfile, PtpSettings
 
 
@@ -241,3 +242,9 @@ def test_drift_from_the_window_and_master_role():
     first.add(PtpSample(t_s=1.0, port_state="UNCALIBRATED", offset_ns=0.0, path_delay_ns=0.0,
                         ingress_ns=5, gm_present=True))
     assert first.status().samples == 0  # ptp4l's 0/0 before the first delay measurement
+
+
+def test_restart_backoff_doubles_caps_and_resets():
+    b = Backoff(base_s=0.5, max_s=4.0, stable_s=30.0)
+    assert [b.next_delay(1.0) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert b.next_delay(31.0) == 0.5  # ran long enough: a fresh failure, not a crash loop
