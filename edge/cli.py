@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from edge import __version__
-from edge.cliutil import CONTEXT, Group, not_implemented
+from edge.cliutil import CONTEXT, Group
 from edge.clock.cli import clock_group
+from edge.faults.cli import faults_command
 from edge.live_cli import file_command, live_command
 from edge.transport import cli as transport_cli
 
@@ -62,11 +63,7 @@ def serve(port, baud, state_dir, profile, telemetry_path, stream_cmd, plugins, p
             agent.stream.stop()
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def faults(args) -> None:
-    """Detect and fix background audio faults (hum, clipping, dropouts ...)."""
-    not_implemented("edge-denoise faults", 10)
+cli.add_command(faults_command)  # edge/faults/cli.py (issue 10)
 
 
 @cli.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from edge import __version__
-from edge.cliutil import CONTEXT, Group, not_implemented
+from edge.cliutil import CONTEXT, Group
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -14,11 +14,14 @@ def cli() -> None:
     """Train the teacher ensemble, distil the streaming student and export it to TFLite int8."""
 
 
-@cli.command('faults', context_settings={"ignore_unknown_options": True})
+@cli.command('faults', context_settings={"ignore_unknown_options": True,
+                                          "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def faults_cmd(args) -> None:
-    """Train the background fault classifier."""
-    not_implemented("train-denoiser faults", 10)
+    """Train the background fault classifier, export it to int8 TFLite, evaluate it."""
+    from training.faults_train import faults_cmd as real  # lazy: torch only when used
+
+    real.main(list(args), prog_name="train-denoiser faults", standalone_mode=False)
 
 
 def _denoiser_commands() -> None:
