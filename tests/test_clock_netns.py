@@ -258,6 +258,7 @@ def _test_cli(cli_pair, run_base, fg):
 
 
 def test_clear_errors(run_base):
+    _need_root_and_linuxptp()
     r = CliRunner().invoke(cli, ["clock", "start", "--role", "slave", "--iface", "nosuch0"])
     assert r.exit_code == 1 and "nosuch0" in r.output and "not found" in r.output
     r = CliRunner().invoke(cli, ["clock", "stop", "--iface", "nosuch0"])
