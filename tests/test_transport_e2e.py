@@ -97,10 +97,10 @@ def test_impaired_link_matches_ground_truth(speech, clean):
     assert t["dropped"] > 0
     assert s["loss_pct"] == pytest.approx(t["loss_pct"], abs=0.5)
     assert s["lost"] == t["dropped"]
-    # medians: robust to a few packets held up by a busy CPU (this is user space)
+    # mean and median: the median is robust to a few packets held up by a busy CPU
     assert s["latency_ms_median"] == pytest.approx(
         t["delay_ms_median"] + base["latency_ms_median"], abs=2.0), (s, t, base)
-    assert s["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base["latency_ms"], abs=4.0)
+    assert s["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base["latency_ms"], abs=2.0)
     assert abs(s["jitter_ms"] - t["jitter_rfc3550_ms"]) <= 1.5 + base["jitter_ms"], (s, t)
     assert s["reordered"] == t["reordered"]
     assert s["fec"] > 0 and s["late"] <= 2

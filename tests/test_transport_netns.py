@@ -102,10 +102,10 @@ def test_cli_stream_across_namespaces(netns, shared_data, tmp_path):
     t = truth["rtp"]
     assert t["dropped"] > 0 and truth["protocol"] == "udp"
     assert rx["loss_pct"] == pytest.approx(t["loss_pct"], abs=0.5), (rx, t)
-    # medians: robust to a few packets held up by a busy CPU (this is user space)
+    # mean and median: the median is robust to a few packets held up by a busy CPU
     assert rx["latency_ms_median"] == pytest.approx(
         t["delay_ms_median"] + base["latency_ms_median"], abs=2.0), (rx, t, base)
-    assert rx["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base["latency_ms"], abs=4.0)
+    assert rx["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base["latency_ms"], abs=2.0)
     assert abs(rx["jitter_ms"] - t["jitter_rfc3550_ms"]) <= 1.5 + base["jitter_ms"], (rx, t)
     assert rx["reordered"] == t["reordered"]
     assert truth["back_packets"] >= 2  # telemetry went back to the sender's namespace
