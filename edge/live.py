@@ -213,6 +213,8 @@ class LiveLoop:
         summary.update(self.stats.summary())
         summary["input_overflows"] += int(self.source.input_overflows)
         summary["underruns"] += sum(int(getattr(s, "underruns", 0)) for s in self.sinks)
+        summary["playback_dropped_periods"] = sum(int(getattr(s, "dropped_periods", 0))
+                                                  for s in self.sinks)
         return summary
 
 

@@ -96,21 +96,23 @@ class NullSink:
 class PlaybackSink:
     """An output device. The worker queues blocks; the device callback pops them.
 
-    The callback never blocks: an empty queue plays silence and counts an underrun. Starts
-    after ``prefill`` periods are queued so the first callback does not starve.
+    The callback never blocks: an empty queue plays silence and counts an underrun. The
+    queue is kept short (``max_periods``): when the worker gets ahead (a burst after a
+    capture hiccup, the start-up), the oldest periods are dropped and counted, because a
+    queue that stays full is latency that never goes away.
     """
 
     def __init__(self, device: str | int | None, rate: int, period: int,
-                 queue_periods: int = 32, prefill: int = 2):
+                 max_periods: int = 6, prefill: int = 2):
         import sounddevice as sd
 
         self.rate, self.period = int(rate), int(period)
         self.underruns = 0
-        self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=queue_periods)
+        self.dropped_periods = 0
+        self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=max_periods)
         self._pending = np.zeros(0, dtype=np.float32)
         self._buf = np.zeros(0, dtype=np.float32)
         self._prefill = prefill
-        self.dropped = 0
         try:
             self._stream = sd.OutputStream(device=device, samplerate=self.rate, channels=1,
                                            dtype="float32", blocksize=self.period,
@@ -118,6 +120,10 @@ class PlaybackSink:
         except (sd.PortAudioError, ValueError) as e:
             raise AudioError(f"cannot open output device {device!r} at {rate} Hz: {e}") from None
         self._started = False
+
+    @property
+    def latency_s(self) -> float:
+        return float(self._stream.latency)
 
     def _callback(self, outdata, frames, time_info, status) -> None:
         if status.output_underflow:
@@ -129,7 +135,8 @@ class PlaybackSink:
                 try:
                     self._buf = self._q.get_nowait()
                 except queue.Empty:
-                    self.underruns += 1
+                    if self._started:
+                        self.underruns += 1
                     out[filled:] = 0.0
                     return
             n = min(frames - filled, len(self._buf))
@@ -140,11 +147,18 @@ class PlaybackSink:
     def write(self, block: np.ndarray) -> None:
         self._pending = np.concatenate([self._pending, block.astype(np.float32)])
         while len(self._pending) >= self.period:
-            try:
-                self._q.put_nowait(self._pending[:self.period].copy())
-            except queue.Full:
-                self.dropped += 1
+            chunk = self._pending[:self.period].copy()
             self._pending = self._pending[self.period:]
+            while True:
+                try:
+                    self._q.put_nowait(chunk)
+                    break
+                except queue.Full:
+                    try:
+                        self._q.get_nowait()  # drop the oldest period: bound the latency
+                        self.dropped_periods += 1
+                    except queue.Empty:
+                        pass
         if not self._started and self._q.qsize() >= self._prefill:
             self._stream.start()
             self._started = True
