@@ -138,6 +138,8 @@ def receive_cmd(listen, protocol, play, record, duration, bitrate, buffer, share
         if player:
             player.close()
     summary = rx.summary()
+    if player:
+        summary["play_underruns"] = player.underruns
     if record:
         audio = rx.audio()
         if not len(audio):
@@ -150,6 +152,8 @@ def receive_cmd(listen, protocol, play, record, duration, bitrate, buffer, share
 class _Player:
     """Default output device at 16 kHz; the PortAudio callback only pops queued frames."""
 
+    PRIME = 2  # frames (40 ms) queued before output starts
+
     def __init__(self) -> None:
         import collections
 
@@ -160,7 +164,15 @@ class _Player:
         self.underruns = 0
         self._np = np
 
+        self._primed = False
+
         def cb(out, frames, t, status):
+            # start (and restart after an underrun) only with PRIME frames queued, so the
+            # jitter of the playout thread's wake-ups never reaches the sound card
+            if not self._primed and len(self._q) < self.PRIME:
+                out[:, 0] = 0.0
+                return
+            self._primed = True
             need, got = frames, []
             while need > 0 and self._q:
                 f = self._q.popleft()
@@ -171,6 +183,7 @@ class _Player:
             y = np.concatenate(got) if got else np.zeros(0, np.float32)
             if len(y) < frames:
                 self.underruns += 1
+                self._primed = False
                 y = np.pad(y, (0, frames - len(y)))
             out[:, 0] = y
 

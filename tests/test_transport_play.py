@@ -1,0 +1,99 @@
+"""`edge-denoise receive --play` through a real sound server: a private PulseAudio whose null
+sink's monitor is recorded with parec while a stream plays."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edge.audio import load_audio
+from edge.params import TransportParams
+from edge.transport.sender import Sender, send_file
+from edge.transport.stats import align
+
+pytestmark = pytest.mark.slow
+IN_CI = os.environ.get("CI") == "true"
+SPEECH = "speech/vctk/p278/p278_003.flac"
+
+
+@pytest.fixture
+def pulse(tmp_path):
+    """A private PulseAudio server with one null sink, ALSA's default routed to it. Killed by
+    PID at the end, even on failure."""
+    for tool in ("pulseaudio", "parec", "pactl"):
+        if shutil.which(tool) is None:
+            if IN_CI:
+                pytest.fail(f"{tool} missing in CI")
+            pytest.skip(f"{tool} not installed (apt-get install pulseaudio pulseaudio-utils)")
+    home = tmp_path / "home"
+    run = home / "run"
+    run.mkdir(parents=True)
+    run.chmod(0o700)
+    (home / ".asoundrc").write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(run)}
+    sink = f"hlt_play_{os.getpid()}"
+    log = tmp_path / "pulse.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "-F", "/dev/null",
+             f"--load=module-null-sink sink_name={sink} rate=16000",
+             "--load=module-native-protocol-unix"], env=env, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"PulseAudio did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield {**env, "PULSE_SINK": sink}, sink
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_receive_plays_on_the_sound_card(pulse, shared_data, tmp_path):
+    env, sink = pulse
+    x = load_audio(shared_data / SPEECH).samples[: 3 * 16_000]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = tmp_path / "monitor.f32"
+    rec = subprocess.Popen(["parec", f"--device={sink}.monitor", "--rate=16000", "--channels=1",
+                            "--format=float32le", "--raw", "--latency-msec=20", str(raw)],
+                           env=env)
+    deadline = time.monotonic() + 10
+    while not (raw.exists() and raw.stat().st_size > 0):  # recording before playing
+        assert time.monotonic() < deadline and rec.poll() is None, "parec did not start"
+        time.sleep(0.05)
+    rx = subprocess.Popen([sys.executable, "-m", "edge", "receive", "--listen",
+                           f"127.0.0.1:{port}", "--play", "--duration", "15"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in rx.stderr.readline()
+        with Sender(f"udp://127.0.0.1:{port}", TransportParams()) as tx:
+            send_file(x, tx)
+        out, err = rx.communicate(timeout=15)
+        assert rx.returncode == 0, err
+        time.sleep(0.5)
+        rec.send_signal(signal.SIGINT)  # parec flushes what it recorded and exits
+        rec.wait(timeout=5)
+    finally:
+        for p in (rx, rec):
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=5)
+    summary = dict(line.split(None, 1) for line in out.splitlines())
+    assert summary["received"] == "150"
+    assert int(summary["play_underruns"]) <= 1  # the one when the stream ends
+    y = np.fromfile(raw, dtype=np.float32)
+    assert len(y) > len(x)
+    ya = align(x, y, max_lag=len(y))
+    corr = float(np.dot(ya, x) / (np.linalg.norm(ya) * np.linalg.norm(x) + 1e-9))
+    assert corr > 0.9, (corr, out)  # the speech came out of the sound card, intact
