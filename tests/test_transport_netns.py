@@ -58,23 +58,24 @@ def _start(ns: str, *args: str) -> subprocess.Popen:
     return p
 
 
-def _run_once(netns, tmp: Path, wav: Path, tag: str, impair: list[str]) -> tuple[dict, dict]:
+def _run_once(netns, tmp: Path, wav: Path, tag: str, impair: list[str],
+              proto: str = "udp") -> tuple[dict, dict]:
     a, b = netns
     truth, rx_tel = tmp / f"{tag}-truth.json", tmp / f"{tag}-rx.jsonl"
     procs = []
     try:
         rx = _start(b, str(BIN / "edge-denoise"), "receive", "--listen", "10.77.0.2:5004",
                     "--record", str(tmp / f"{tag}.wav"), "--telemetry", str(rx_tel), "--json",
-                    "--duration", "30")
+                    "--duration", "30", "--protocol", proto)
         procs.append(rx)
         assert "listening" in rx.stderr.readline()
         emu = _start(a, str(BIN / "host-calibrate"), "emulate", "--listen", "127.0.0.1:5005",
                      "--forward", "10.77.0.2:5004", "--truth", str(truth), "--duration", "30",
-                     *impair)
+                     "--protocol", proto, *impair)
         procs.append(emu)
         assert "emulating" in emu.stderr.readline()
         snd = subprocess.run(["ip", "netns", "exec", a, str(BIN / "edge-denoise"), "send",
-                              str(wav), "--to", "udp://127.0.0.1:5005", "--bitrate", "64",
+                              str(wav), "--to", f"{proto}://127.0.0.1:5005", "--bitrate", "64",
                               "--json"], capture_output=True, text=True, timeout=30)
         assert snd.returncode == 0, snd.stderr
         out, err = rx.communicate(timeout=10)
@@ -111,3 +112,16 @@ def test_cli_stream_across_namespaces(netns, shared_data, tmp_path):
     assert truth["back_packets"] >= 2  # telemetry went back to the sender's namespace
     assert sf.info(tmp_path / "lossy.wav").duration == pytest.approx(3.0, abs=0.2)
     assert 8 * truth["bytes_in"] / 3.0 / 1000 == pytest.approx(64, rel=0.10)
+
+
+def test_cli_tcp_stream_across_namespaces(netns, shared_data, tmp_path):
+    x, sr = sf.read(shared_data / SPEECH, dtype="float32")
+    wav = tmp_path / "in.wav"
+    sf.write(wav, x[: 2 * sr], sr)
+    rx, truth = _run_once(netns, tmp_path, wav, "tcp", ["--delay", "30ms", "--jitter", "5ms"],
+                          proto="tcp")
+    assert truth["protocol"] == "tcp" and truth["dropped_loss"] == 0
+    assert rx["lost"] == 0 and rx["received"] == 100 and rx["connections"] == 1
+    assert rx["latency_ms_median"] == pytest.approx(truth["delay_ms_median"], abs=3.0), (rx,
+                                                                                          truth)
+    assert sf.info(tmp_path / "tcp.wav").duration == pytest.approx(2.0, abs=0.2)
