@@ -45,3 +45,7 @@ model: $(STAMP)
 
 bench-denoise: $(STAMP)
 	$(PY) benchmarks/denoise.py --utterances 20
+
+# issue 5: the on-device loop benchmark (per-hop cost on both interpreters, PulseAudio live run)
+bench-edge-loop: $(STAMP) bootstrap
+	$(PY) benchmarks/edge_loop.py --minutes $(or $(MINUTES),3)
