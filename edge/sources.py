@@ -115,10 +115,12 @@ class SoundDeviceSource:
 class FileSource:
     """Plays samples into the loop in ``period``-sized blocks, paced at ``speed`` x real time
     (``speed=0``: as fast as the queue accepts). Stands in for a sound card in tests and
-    benchmarks; ``done`` is set after the last block."""
+    benchmarks; ``done`` is set after the last block unless ``announce_end`` is False (then it
+    behaves like a device that just stops delivering)."""
 
     def __init__(self, samples: np.ndarray, rate: int, period: int, speed: float = 1.0,
-                 loop: bool = False):
+                 loop: bool = False, announce_end: bool = True):
+        self.announce_end = announce_end
         self.samples = np.asarray(samples, dtype=np.float32)
         self.rate, self.period, self.speed, self.loop = int(rate), int(period), speed, loop
         self.input_overflows = 0
@@ -146,7 +148,8 @@ class FileSource:
                     delay = t0 + k * self.period / self.rate / self.speed - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-            self.done.set()
+            if self.announce_end:
+                self.done.set()
 
         self._thread = threading.Thread(target=run, daemon=True, name="file-source")
         self._thread.start()

@@ -101,10 +101,9 @@ def test_stop_and_bypass_toggle_from_another_thread():
 
 
 def test_a_source_that_stops_delivering_is_a_device_loss_not_a_hang():
-    src = FileSource(signal_48k(0.3), 48_000, 480, loop=True)
+    src = FileSource(signal_48k(0.3), 48_000, 480, loop=True, announce_end=False)
     loop = LiveLoop(src, Denoiser(HalfMask()), [NullSink()], LoopConfig(stall_timeout_s=0.5))
     threading.Timer(0.3, src.stop).start()  # the "device" goes silent, no end-of-input
-    src.done = None  # a real device has no end-of-input event
     s = loop.run()
     assert s["reason"] == "error" and "no audio from the input device" in s["error"]
 
