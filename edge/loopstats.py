@@ -70,8 +70,8 @@ class LoopStats:
         def f(v):
             return "-" if v is None else f"{v:.3f}"
 
-        return (f"{audio_s:7.1f} s  {'BYPASS' if bypass else 'denoise'}  "
-                f"overruns {self.overruns}  underruns {self.underruns}  "
-                f"queue {self.queue_depth}/{self.queue_max}  "
-                f"hop ms p50 {f(h['p50'])} p99 {f(h['p99'])} max {f(h['max'])}  "
-                f"loop/hop p99 {f(lp['p99'])}")
+        return (f"{audio_s:6.1f}s {'BYPASS' if bypass else 'denoise'} "
+                f"over {self.overruns} under {self.underruns} "
+                f"q {self.queue_depth}/{self.queue_max} "
+                f"hop {f(h['p50'])}/{f(h['p99'])}/{f(h['max'])} ms "
+                f"loop p99 {f(lp['p99'])} ms")
