@@ -95,7 +95,11 @@ def test_cli_stream_across_namespaces(netns, shared_data, tmp_path):
     x, sr = sf.read(shared_data / SPEECH, dtype="float32")
     wav = tmp_path / "in.wav"
     sf.write(wav, x[: 3 * sr], sr)
-    base, _ = _run_once(netns, tmp_path, wav, "base", [])
+    base, base_truth = _run_once(netns, tmp_path, wav, "base", [])
+    # the base path: sender -> emulator -> receiver without the emulator's own holding time
+    # (which the truth of every run reports, so it must not be counted twice)
+    base_med = base["latency_ms_median"] - base_truth["rtp"]["delay_ms_median"]
+    base_mean = base["latency_ms"] - base_truth["rtp"]["delay_ms_mean"]
     assert base["lost"] == 0 and base["received"] == 150
     rx, truth = _run_once(netns, tmp_path, wav, "lossy",
                           ["--loss", "5%", "--delay", "40ms", "--jitter", "10ms",
@@ -105,8 +109,8 @@ def test_cli_stream_across_namespaces(netns, shared_data, tmp_path):
     assert rx["loss_pct"] == pytest.approx(t["loss_pct"], abs=0.5), (rx, t)
     # mean and median: the median is robust to a few packets held up by a busy CPU
     assert rx["latency_ms_median"] == pytest.approx(
-        t["delay_ms_median"] + base["latency_ms_median"], abs=2.0), (rx, t, base)
-    assert rx["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base["latency_ms"], abs=2.0)
+        t["delay_ms_median"] + base_med, abs=2.0), (rx, t, base)
+    assert rx["latency_ms"] == pytest.approx(t["delay_ms_mean"] + base_mean, abs=2.0)
     assert abs(rx["jitter_ms"] - t["jitter_rfc3550_ms"]) <= 1.5 + base["jitter_ms"], (rx, t)
     assert rx["reordered"] == t["reordered"]
     assert truth["back_packets"] >= 2  # telemetry went back to the sender's namespace
@@ -122,6 +126,6 @@ def test_cli_tcp_stream_across_namespaces(netns, shared_data, tmp_path):
                           proto="tcp")
     assert truth["protocol"] == "tcp" and truth["dropped_loss"] == 0
     assert rx["lost"] == 0 and rx["received"] == 100 and rx["connections"] == 1
-    assert rx["latency_ms_median"] == pytest.approx(truth["delay_ms_median"], abs=3.0), (rx,
-                                                                                          truth)
+    # TCP has no kernel arrival stamps here: a busy CPU adds its scheduling delay on top
+    assert truth["delay_ms_median"] - 1 <= rx["latency_ms_median"] <= truth["delay_ms_median"] + 15
     assert sf.info(tmp_path / "tcp.wav").duration == pytest.approx(2.0, abs=0.2)
