@@ -90,7 +90,7 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
                 torch.nn.utils.clip_grad_norm_(s.parameters(), 5.0)
                 opts[n].step()
                 scheds[n].step()
-                losses[n] = float(loss)
+                losses[n] = float(loss.detach())
             update(**losses)
             if (step + 1) % 200 == 0 or step + 1 == sc.steps:
                 save(step + 1)

@@ -10,7 +10,7 @@ parameters and 88 k multiply-accumulates per hop (8.8 M MAC/s). The mask floor (
 damage, which listeners (and PESQ) prefer.
 
 Training runs whole sequences through ``torch.nn.GRU`` (fast, fused); ``step_module`` copies
-the same weights into a ``GRUCell`` step form for export.
+the same weights into a step form (the GRU equations over two Linear layers) for export.
 """
 
 from __future__ import annotations
@@ -65,17 +65,28 @@ class StudentStep(nn.Module):
         self.register_buffer("inv_std", s.inv_std.clone())
         self.inp = nn.Linear(s.n_bins, s.embed)
         self.inp.load_state_dict(s.inp.state_dict())
-        self.cell = nn.GRUCell(s.embed, s.hidden)
+        # the GRU written out with two Linear layers (not GRUCell): the PT2E quantiser then
+        # makes every weight and activation int8; a GRUCell would stay float in the TFLite
+        self.hidden = s.hidden
+        self.ih = nn.Linear(s.embed, 3 * s.hidden)
+        self.hh = nn.Linear(s.hidden, 3 * s.hidden)
         with torch.no_grad():
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(self.cell, name).copy_(getattr(s.gru, f"{name}_l0"))
+            self.ih.weight.copy_(s.gru.weight_ih_l0)
+            self.ih.bias.copy_(s.gru.bias_ih_l0)
+            self.hh.weight.copy_(s.gru.weight_hh_l0)
+            self.hh.bias.copy_(s.gru.bias_hh_l0)
         self.out = nn.Linear(s.hidden, s.n_bins)
         self.out.load_state_dict(s.out.state_dict())
 
     def forward(self, features: torch.Tensor, state: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.relu(self.inp((features - self.mean) * self.inv_std))
-        h = self.cell(z, state)
+        gi, gh = self.ih(z), self.hh(state)  # PyTorch GRU gate order: r, z, n
+        h_ = self.hidden
+        r = torch.sigmoid(gi[:, :h_] + gh[:, :h_])
+        u = torch.sigmoid(gi[:, h_:2 * h_] + gh[:, h_:2 * h_])
+        n = torch.tanh(gi[:, 2 * h_:] + r * gh[:, 2 * h_:])
+        h = (1 - u) * n + u * state
         return self.mask_floor + (1 - self.mask_floor) * torch.sigmoid(self.out(h)), h
 
 
