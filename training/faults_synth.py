@@ -32,6 +32,7 @@ from edge.faults import FAULT_TYPES
 RATE = 16_000
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HOLDOUT_BUCKETS = 5  # 1 in 5 speakers (by label hash) is held out for test/eval
+CLIP_JOIN = 960  # samples (60 ms): clipped runs closer than this are one audible span
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,16 @@ def inject_clipping(x, start, end, rng, level=None, mode=None):
     y[start:end] = out.astype(np.float32)
     s, e = (start + int(changed[0]), start + int(changed[-1]) + 1) if len(changed) else (start,
                                                                                          start)
-    return y, Fault("clipping", s, e, {"threshold": round(thr, 5), "mode": mode})
+    # where it is audible: runs of altered samples, joined across gaps under 60 ms (a pause
+    # in speech is not clipped, and no classifier can say that it is)
+    spans = []
+    for i in changed:
+        if spans and start + i - spans[-1][1] <= CLIP_JOIN:
+            spans[-1][1] = start + int(i) + 1
+        else:
+            spans.append([start + int(i), start + int(i) + 1])
+    return y, Fault("clipping", s, e, {"threshold": round(thr, 5), "mode": mode,
+                                       "spans": spans})
 
 
 def inject_dropout(x, start, end, rng):
@@ -177,6 +187,12 @@ def inject(x: np.ndarray, kind: str, start: int, end: int, seed: int = 0, **para
                         np.random.default_rng(seed), **params)
 
 
+def label_spans(f: Fault) -> list[tuple[int, int]]:
+    """The [start, end) sample spans where a fault is audible (clipping: its clipped runs)."""
+    spans = f.params.get("spans")
+    return [(int(a), int(b)) for a, b in spans] if spans else [(f.start, f.end)]
+
+
 def frame_labels(faults: list[Fault], n_frames: int, hop: int = 160) -> np.ndarray:
     """(n_frames, n_types) 0/1: frame t (centred on sample t*hop) lies inside a fault span.
 
@@ -186,7 +202,9 @@ def frame_labels(faults: list[Fault], n_frames: int, hop: int = 160) -> np.ndarr
     centres = np.arange(n_frames) * hop
     drop = np.zeros(n_frames, dtype=bool)
     for f in faults:
-        on = (centres >= f.start) & (centres < f.end)
+        on = np.zeros(n_frames, dtype=bool)
+        for s, e in label_spans(f):
+            on |= (centres >= s) & (centres < e)
         if f.kind == "dropout":  # short dropouts: the frame that holds them
             on |= (np.abs(centres - (f.start + f.end) / 2) <= hop / 2)
             drop |= (centres >= f.start) & (centres < f.end)

@@ -26,7 +26,7 @@ from edge.faults import FAULT_TYPES
 from edge.faults.detect import FORMAT, TFLiteFaultModel, frame_probs
 from edge.faults.events import EventConfig, frames_to_events
 from edge.faults.features import N_MELS, logmel, n_features
-from training.faults_synth import RATE, Clip, Synth, frame_labels
+from training.faults_synth import RATE, Clip, Synth, frame_labels, label_spans
 
 K = len(FAULT_TYPES)
 
@@ -281,9 +281,9 @@ def evaluate(model, clips: list[Clip], cfg: FaultTrainConfig,
         np.add.at(conf, (ti, pi), 1)
         evs = frames_to_events(probs, ev_cfg)
         used = set()
-        for f in c.faults:
+        for f, (s, e) in [(g, (a / RATE, b / RATE)) for g in c.faults
+                          for a, b in label_spans(g)]:
             k = FAULT_TYPES.index(f.kind)
-            s, e = f.start / RATE, f.end / RATE
             cand = [(i, ev) for i, ev in enumerate(evs) if ev.kind == f.kind and i not in used
                     and ev.start_s < e + 0.05 and ev.end_s > s - 0.05]
             if not cand:

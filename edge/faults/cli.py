@@ -16,23 +16,23 @@ from edge.errors import HushlinkError
 from edge.faults.events import Event, EventConfig
 
 SR = PROCESSING_RATE
-REFINED = {"hum", "dc", "dropout"}  # kinds whose edges measurement makes sample-exact
+REFINED = {"hum", "dc", "dropout", "clipping"}  # edges that measurement makes exact
 
 
 def analyse(x: np.ndarray, model=None, cfg: EventConfig = EventConfig()
             ) -> tuple[list[Event], dict]:
     """(n,) 16 kHz float32 -> (measured events, clip-level probabilities)."""
     from edge.faults.detect import TFLiteFaultModel, detect
-    from edge.faults.measure import measure
+    from edge.faults.measure import confirmed, measure
 
     det = detect(x, model or TFLiteFaultModel(), cfg)
     out = []
     for ev in det.events:
         p = measure(ev.kind, x, round(ev.start_s * SR), round(ev.end_s * SR), SR)
-        if ev.kind == "dropout" and not p.get("runs"):
-            continue  # nothing is digitally silent there: not a dropout
-        s, e = (p["start"], p["end"]) if ev.kind in REFINED else (ev.start_s * SR,
-                                                                   ev.end_s * SR)
+        if not confirmed(ev.kind, p, ev.confidence):
+            continue  # the measurement contradicts it (no zeros, no tone, no offset ...)
+        s = p["start"] if ev.kind in REFINED else ev.start_s * SR
+        e = p["end"] if ev.kind in REFINED | {"howl"} else ev.end_s * SR
         out.append(Event(ev.kind, s / SR, e / SR, ev.confidence, p))
     return out, det.clip
 

@@ -217,10 +217,17 @@ class FaultMonitor:
         self.tracker = EventTracker(cfg, info.kinds)
         self._state = np.zeros(fe.overlap, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
-        self._started = False
+        self._ring = np.zeros(0, dtype=np.float32)  # the last ``ring_s`` seconds, to measure
+        self.ring_s = 3.0
+        self.n_samples = 0
 
     def push(self, samples: np.ndarray) -> list[Event]:
-        x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        """Samples (any length) -> events that closed (times from the first sample)."""
+        samples = np.asarray(samples, dtype=np.float32)
+        self.n_samples += len(samples)
+        keep = int(self.ring_s * self.fe.sample_rate)
+        self._ring = np.concatenate([self._ring, samples])[-keep:]
+        x = np.concatenate([self._pending, samples])
         hop = self.fe.hop
         n = len(x) // hop
         self._pending = x[n * hop:]
@@ -235,6 +242,23 @@ class FaultMonitor:
 
     def flush(self) -> list[Event]:
         return self.tracker.push(self.stitcher.flush()) + self.tracker.flush()
+
+    def active(self) -> list[Event]:
+        """Events open now (end = the newest classified frame), with parameters measured on
+        the recent audio, for a live mixer to act on while the fault lasts."""
+        from edge.faults.measure import measure
+
+        sr, hop = self.fe.sample_rate, self.tracker.cfg.hop_s
+        ring0 = self.n_samples - len(self._ring)  # absolute index of self._ring[0]
+        out = []
+        for c, (first, last, peak) in self.tracker._open.items():
+            kind = self.tracker.kinds[c]
+            s, e = int((first - 0.5) * hop * sr), int((last + 0.5) * hop * sr)
+            a, b = max(0, s - ring0), max(0, min(len(self._ring), e - ring0))
+            params = measure(kind, self._ring, a, b, sr) if b - a >= sr // 10 else {}
+            params = {k: v for k, v in params.items() if k not in ("start", "end", "runs")}
+            out.append(Event(kind, max(0.0, s / sr), e / sr, peak, params))
+        return out
 
 
 def check_kinds(kinds: tuple[str, ...]) -> None:

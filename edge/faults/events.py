@@ -24,7 +24,7 @@ class EventConfig:
     on: float = 0.6
     off: float = 0.35
     merge_gap_s: float = 0.08
-    min_duration_s: float = 0.06
+    min_duration_s: float = 0.15
     min_duration_overrides: tuple[tuple[str, float], ...] = (("dropout", 0.0),)
     hop_s: float = 0.01
 

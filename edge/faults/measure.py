@@ -65,6 +65,27 @@ def tone_envelope(x: np.ndarray, freqs: list[float], sr: int = SR, lp_hz: float 
     return env
 
 
+def tone_prominence_db(seg: np.ndarray, freqs: list[float], sr: int = SR,
+                       side_hz: tuple[float, float] = (5.0, 15.0)) -> float:
+    """Largest height (dB) of a tone at ``freqs`` over the median spectrum ``side_hz`` away
+    on both sides: a steady tone stands out, speech harmonics (gliding pitch) hardly do."""
+    f, mag = _spectrum(seg, sr)
+    db = 20 * np.log10(mag + 1e-12)
+    best = -np.inf
+    off = np.linspace(side_hz[0], side_hz[1], 12)
+    for fk in freqs:
+        side = np.r_[np.interp(fk + off, f, db), np.interp(fk - off, f, db)]
+        best = max(best, float(np.interp(fk, f, db) - np.median(side)))
+    return best
+
+
+def low_frequency_excess_db(seg: np.ndarray, sr: int = SR, split_hz: float = 150.0) -> float:
+    """Power below ``split_hz`` over power from there to 1 kHz (dB); speech is well below 0."""
+    f, p = welch(np.asarray(seg, dtype=np.float64), fs=sr, nperseg=min(len(seg), 2048))
+    lo, hi = p[(f > 0) & (f < split_hz)].sum(), p[(f >= split_hz) & (f < 1000)].sum()
+    return float(10 * np.log10((lo + 1e-20) / (hi + 1e-20)))
+
+
 def refine_span(env: np.ndarray, start: int, end: int, sr: int = SR, search_s: float = 0.08
                 ) -> tuple[int, int]:
     """Edges where ``env`` crosses half its plateau (median inside the rough span), searched
@@ -156,11 +177,22 @@ def zero_runs(x: np.ndarray, start: int, end: int, sr: int = SR, margin_s: float
 
 
 def clip_level(seg: np.ndarray) -> tuple[float, float]:
-    """(threshold, fraction of samples at it): the flat-top level of a clipped segment."""
+    """(threshold, fraction of samples at it): the level where samples pile up (a hard
+    clipper's flat tops), found among the loudest 10 % so louder unclipped audio just
+    outside a clipped span does not fool it; (peak, ~0) when there is no plateau."""
     a = np.abs(np.asarray(seg, dtype=np.float64))
-    thr = float(a.max()) if a.size else 0.0
-    frac = float(np.mean(a >= 0.995 * thr)) if thr > 0 else 0.0
-    return thr, frac
+    if not a.size or a.max() <= 0:
+        return 0.0, 0.0
+    top = a[a >= np.percentile(a, 90)]
+    q = np.round(top / (a.max() * 2e-3))  # 0.2 % of the peak per bin
+    vals, counts = np.unique(q, return_counts=True)
+    thr = float(vals[np.argmax(counts)] * a.max() * 2e-3)
+    near = np.abs(a - thr) <= 0.003 * a.max()
+    frac = float(np.mean(near))
+    if frac < 0.002:  # no plateau: not hard clipping
+        return float(a.max()), frac
+    vals, counts = np.unique(a[near], return_counts=True)
+    return float(vals[np.argmax(counts)]), frac  # the exact flat-top value
 
 
 def noise_floor_db(seg: np.ndarray, frame: int = 320) -> float:
@@ -182,22 +214,77 @@ def measure(kind: str, x: np.ndarray, start: int, end: int, sr: int = SR) -> dic
         n = hum_harmonics(seg, f0, sr)
         s, e = refine_span(tone_envelope(x, [f0 * k for k in range(1, min(n, 3) + 1)], sr),
                            start, end, sr)
-        return {"f0_hz": round(f0, 3), "harmonics": n, "start": s, "end": e}
+        prom = tone_prominence_db(seg, [f0 * k for k in range(1, 4)], sr)
+        return {"f0_hz": round(f0, 3), "harmonics": n, "prominence_db": round(prom, 1),
+                "start": s, "end": e}
     if kind == "rumble":
-        return {"corner_hz": round(rumble_corner(seg, sr), 1), "start": start, "end": end}
+        return {"corner_hz": round(rumble_corner(seg, sr), 1),
+                "lf_excess_db": round(low_frequency_excess_db(seg, sr), 1),
+                "start": start, "end": end}
     if kind == "howl":
-        return {"freq_hz": round(howl_frequency(seg, sr), 2), "start": start, "end": end}
+        f = howl_frequency(seg, sr)
+        env = tone_envelope(x, [f], sr)
+        e = end
+        tail = env[max(start, end - (end - start) // 4):end]
+        if tail.size:  # feedback stops abruptly: the end is where its tone falls to half
+            w0, w1 = int(0.25 * sr), int(0.08 * sr)
+            a0 = max(start, end - w0)
+            j = np.flatnonzero(env[a0:min(len(x), end + w1)] >= 0.5 * float(np.median(tail)))
+            e = a0 + int(j[-1]) + 1 if j.size else end
+        prom = tone_prominence_db(seg[len(seg) // 2:], [f], sr, side_hz=(20.0, 80.0))
+        before = env[max(0, start - int(0.3 * sr)):start]
+        late = env[max(start, end - (end - start) // 4):end]
+        growth = 20 * np.log10((np.median(late) + 1e-9) / (np.median(before) + 1e-9)) \
+            if before.size and late.size else 0.0
+        return {"freq_hz": round(f, 2), "prominence_db": round(prom, 1),
+                "growth_db": round(float(growth), 1), "start": start,
+                "end": max(e, start + 1)}
     if kind == "dc":
         s, e, off = dc_step_edges(x, start, end, sr)
         return {"offset": round(off, 5), "start": s, "end": e}
-    if kind == "dropout":
-        runs = zero_runs(x, start, end, sr)
+    if kind == "dropout":  # silence at the very start/end of a file is not a dropout
+        runs = [r for r in zero_runs(x, start, end, sr) if r[0] > 0 and r[1] < len(x)]
         s, e = (runs[0][0], runs[-1][1]) if runs else (start, end)
         return {"runs": [list(r) for r in runs], "start": s, "end": e}
     if kind == "clipping":
-        thr, frac = clip_level(seg)
+        m = int(0.08 * sr)
+        a0 = max(0, start - m)
+        wide = np.asarray(x[a0:min(len(x), end + m)], dtype=np.float64)
+        thr, frac = clip_level(wide)
+        s, e = start, end
+        # flat tops sit exactly at the clip level; loud unclipped audio nearby only passes it
+        flat = np.abs(np.abs(wide) - thr) <= 1e-4 * thr + 1e-7
+        flat &= np.r_[flat[1:], False] | np.r_[False, flat[:-1]]  # runs of >= 2 samples
+        at = np.flatnonzero(flat) if frac >= 0.002 else []
+        if len(at) >= 8:  # hard clipping: the first and last flat-topped sample
+            s, e = a0 + int(at[0]), a0 + int(at[-1]) + 1
         return {"threshold": round(thr, 5), "clipped_fraction": round(frac, 4),
-                "start": start, "end": end}
+                "flat_samples": len(at), "start": s, "end": e}
     if kind == "hiss":
         return {"floor_dbfs": round(noise_floor_db(seg), 1), "start": start, "end": end}
     return {"start": start, "end": end}
+
+
+# What a measurement must show for a detection to stand (a physical second opinion that
+# removes most false alarms on clean speech; the classifier alone is the first).
+CONFIRM = {"hum": ("prominence_db", 10.0), "howl": ("prominence_db", 15.0),
+           "rumble": ("lf_excess_db", -6.0), "dc": ("abs_offset", 0.01)}
+HOWL_GROWTH_DB = 6.0  # feedback builds up; a steady tone in the room does not
+CLIP_FLAT_SAMPLES = 16  # hard clipping leaves flat tops; soft clipping needs high confidence
+CLIP_SOFT_CONFIDENCE = 0.97
+
+
+def confirmed(kind: str, params: dict, confidence: float = 1.0) -> bool:
+    """False when the measurement contradicts the classifier (no tone, no offset, ...)."""
+    if kind == "dropout":
+        return bool(params.get("runs"))
+    if kind == "clipping":
+        return (params.get("flat_samples", 0) >= CLIP_FLAT_SAMPLES
+                or confidence >= CLIP_SOFT_CONFIDENCE)
+    if kind == "howl" and params.get("growth_db", 0.0) < HOWL_GROWTH_DB:
+        return False
+    if kind not in CONFIRM:
+        return True
+    key, least = CONFIRM[kind]
+    value = abs(params.get("offset", 0.0)) if key == "abs_offset" else params.get(key)
+    return value is not None and value >= least

@@ -88,8 +88,9 @@ class Strategies:
             params = derived(ev.params)
             for k, v in self.table.get(ev.kind, {}).get("live", {}).items():
                 v = self._resolve(v, params, ev.kind)
-                if k == "notches":
-                    out["notches"] = tuple(sorted(set(out.get("notches", ())) | set(v)))
+                if k == "notches":  # 0.1 Hz steps: re-measuring does not rebuild the strip
+                    v = {round(float(f), 1) for f in v}
+                    out["notches"] = tuple(sorted(set(out.get("notches", ())) | v))
                 elif k == "highpass_hz":
                     out[k] = max(out.get(k, 0.0), float(v))
                 else:

@@ -1,0 +1,128 @@
+"""The shipped int8 fault classifier on held-out speech: endpoints, types, false alarms."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.faults import FAULT_TYPES
+from edge.faults.cli import analyse
+from edge.faults.detect import FaultMonitor, TFLiteFaultModel, frame_probs
+from edge.model import ModelError
+from training.faults_synth import Synth, inject
+
+SR = 16_000
+MODEL = os.environ.get("HUSHLINK_FAULT_MODEL")  # default: the shipped edge/models/faults.tflite
+# (start, end) in samples per kind, inside 5 s of held-out programme
+SPANS = {"dropout": (32_000, 33_600), "dc": (24_000, 48_000)}
+PARAMS = {"clipping": {"mode": "hard", "level": 0.25}}
+MAX_FALSE_ALARMS_PER_MIN = 3.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TFLiteFaultModel(MODEL)
+
+
+@pytest.fixture(scope="module")
+def synth(shared_data):
+    return Synth("test", 5.0, shared=shared_data.parent)
+
+
+@pytest.mark.parametrize("kind", FAULT_TYPES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_each_fault_is_found_with_endpoints_within_50ms(model, synth, kind, seed):
+    prog = synth.programme(np.random.default_rng(100 + seed))
+    s, e = SPANS.get(kind, (24_000, 48_000))
+    x, f = inject(prog, kind, s, e, seed=seed, **PARAMS.get(kind, {}))
+    events, clip = analyse(x, model)
+    same = [ev for ev in events if ev.kind == kind]
+    assert same, f"{kind} not detected; got {[(v.kind, v.start_s, v.end_s) for v in events]}"
+    ev = min(same, key=lambda v: abs(v.start_s - f.start / SR))
+    assert abs(ev.start_s - f.start / SR) <= 0.05, (ev, f)
+    assert abs(ev.end_s - f.end / SR) <= 0.05, (ev, f)
+    assert clip[kind] >= 0.5
+    inside = [v for v in events if v.start_s < f.end / SR and v.end_s > f.start / SR]
+    cover = {k: sum(min(v.end_s, f.end / SR) - max(v.start_s, f.start / SR)
+                    for v in inside if v.kind == k) for k in FAULT_TYPES}
+    assert max(cover, key=cover.get) == kind  # the right type dominates the span
+
+
+def test_clean_speech_gives_no_events(model, synth):
+    """False alarms over 2 minutes of held-out speech (10 minutes: benchmarks/faults.py)."""
+    n_clips, found = 24, []
+    for i in range(n_clips):
+        x = synth.programme(np.random.default_rng(5000 + i))
+        events, _ = analyse(x, model)
+        found += [(i, ev.kind, round(ev.start_s, 2)) for ev in events]
+    minutes = n_clips * 5 / 60
+    print(f"false alarms: {len(found)} in {minutes:.1f} min of clean speech: {found}")
+    # The issue's target is none; the shipped model does not reach it (README, benchmark):
+    # the held-out noise recordings contain real beeps and digital-silence gaps that look
+    # like howl and dropouts. This bound catches a regression.
+    assert len(found) <= MAX_FALSE_ALARMS_PER_MIN * minutes, found
+
+
+def test_streaming_monitor_matches_the_file_path(model, synth):
+    prog = synth.programme(np.random.default_rng(7))
+    x, f = inject(prog, "hum", 16_000, 56_000, seed=3)
+    offline, _ = frame_probs(x, model, model.info.block, model.info.step)
+    mon = FaultMonitor(model)
+    events = []
+    for i in range(0, len(x), 480):  # 30 ms blocks, as a sound card delivers them
+        events += mon.push(x[i:i + 480])
+    events += mon.flush()
+    hum = [e for e in events if e.kind == "hum"]
+    assert hum and abs(hum[0].start_s - 1.0) <= 0.06 and abs(hum[0].end_s - 3.5) <= 0.06
+    # the same probabilities, frame for frame, as the whole-file path
+    st = FaultMonitor(model)
+    st.tracker.push = lambda p: (probs.append(p), [])[1]  # capture the stitched frames
+    probs: list[np.ndarray] = []
+    for i in range(0, len(x), 480):
+        st.push(x[i:i + 480])
+    st.stitcher.flush()
+    got = np.concatenate(probs)
+    n = min(len(got), len(offline)) - model.info.block  # the tail differs by the final pad
+    assert np.allclose(got[:n], offline[:n], atol=1e-5)
+
+
+def test_model_files_are_checked(tmp_path, model):
+    with pytest.raises(ModelError, match="not found"):
+        TFLiteFaultModel(tmp_path / "missing.tflite")
+    bad = tmp_path / "faults.tflite"
+    bad.write_bytes(Path(model.path).read_bytes()[:-10] + b"0123456789")
+    (tmp_path / "faults.json").write_text(Path(model.path).with_suffix(".json").read_text())
+    with pytest.raises(ModelError, match="sha256"):
+        TFLiteFaultModel(bad)
+    (tmp_path / "faults.json").write_text("{not json")
+    with pytest.raises(ModelError, match="JSON"):
+        TFLiteFaultModel(bad)
+
+
+def test_live_monitor_drives_the_streaming_mixer(model, synth):
+    """The live-loop API: FaultMonitor.push/active → Strategies.live_settings → Mixer."""
+    from edge.faults.mixer import Mixer
+    from edge.faults.strategies import Strategies
+
+    prog = synth.programme(np.random.default_rng(21))
+    x, f = inject(prog, "hum", 8_000, 72_000, seed=2, f0=50.0, snr_db=-3.0)
+    mon, mixer, strat = FaultMonitor(model), Mixer(), Strategies.load()
+    out, closed, seen = [], [], set()
+    for i in range(0, len(x), 160):
+        closed += mon.push(x[i:i + 160])
+        if i % 1600 == 0:  # re-plan ten times a second, as a live loop would
+            settings = strat.live_settings(mon.active())
+            seen.add(tuple(sorted(settings)))
+            mixer.set(**settings)
+        out.append(mixer.process(x[i:i + 160]))
+    y = np.concatenate(out)
+    assert ("notches",) in seen
+    seg = slice(40_000, 70_000)  # the hum has been on for > 1 s: notches are in
+    t = np.arange(30_000) / SR
+    ratio = abs(np.dot(x[seg], np.exp(-2j * np.pi * 50 * t))) / abs(
+        np.dot(y[seg], np.exp(-2j * np.pi * 50 * t)))
+    assert 20 * np.log10(ratio) >= 20
+    assert np.abs(np.diff(y)).max() <= np.abs(np.diff(x)).max() * 1.02
