@@ -85,10 +85,21 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
 @click.option("--resample-quality", type=click.Choice(["QQ", "LQ", "MQ", "HQ", "VHQ"]),
               default="LQ", show_default=True,
               help="soxr quality native <-> 16 kHz; higher costs latency (HQ: ~21 ms each way).")
+@click.option("--stream", metavar="URL",
+              help="Also send the denoised stream over RTP/Opus: udp://HOST:PORT or tcp://HOST:PORT.")
+@click.option("--bitrate", default=64, show_default=True, type=int,
+              help="With --stream: bitrate on the wire, kbit/s (50-200).")
+@click.option("--buffer", default=200, show_default=True, type=int,
+              help="With --stream: the receiver's jitter-buffer bound, ms (100-500).")
+@click.option("--share", default=1.0, show_default=True, type=float,
+              help="With --stream: share of the link capacity for this stream, (0, 1].")
+@click.option("--telemetry", "telemetry_path", type=click.Path(dir_okay=False),
+              help="With --stream: append the receiver's per-second telemetry here (JSON lines).")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def live_command(duration, device, output_device, list_devices, print_unit, profile_name,
                  model_path, rate, record, record_input, play, bypass, summary_path,
-                 resample_quality, quiet) -> None:
+                 resample_quality, stream, bitrate, buffer, share, telemetry_path,
+                 quiet) -> None:
     """Capture, denoise and play or record live audio.
 
     The audio callback only queues blocks; a worker resamples to 16 kHz (soxr, streaming),
@@ -111,10 +122,16 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
         exe = shutil.which("edge-denoise") or "/usr/local/bin/edge-denoise"
         click.echo(systemd_unit(DeviceProfile.by_name(profile_name), exe), nl=False)
         return
+    extra = []
+    if stream:
+        extra.append(network_sink(stream, bitrate, buffer, share, telemetry_path))
+    elif telemetry_path:
+        raise click.UsageError("--telemetry needs --stream")
     summary = run_live(duration=duration, device=device, output_device=output_device,
                        profile_name=profile_name, model_path=model_path, rate=rate,
-                       record=record, record_input=record_input, play=play, bypass=bypass,
-                       resample_quality=resample_quality, quiet=quiet)
+                       record=record, record_input=record_input,
+                       play=play if play is not None or not stream else False, bypass=bypass,
+                       resample_quality=resample_quality, quiet=quiet, extra_sinks=extra)
     text = json.dumps(summary, indent=1)
     click.echo(text)
     if summary_path:
@@ -176,6 +193,26 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
                    record_input=record_input,
                    input_device=str(in_dev if in_dev is not None else "default"))
     return summary
+
+
+def network_sink(url: str, bitrate: int, buffer: int, share: float, telemetry_path=None):
+    """The RTP/Opus sender as a loop sink at 16 kHz (the loop resamples to the sink's rate)."""
+    from edge.params import TransportParams
+    from edge.sinks import CallbackSink
+    from edge.transport.links import parse_url
+    from edge.transport.sender import NetworkSink
+    from edge.transport.telemetry import TelemetryLog
+
+    params = TransportParams(bitrate_kbps=bitrate, protocol=parse_url(url)[0], buffer_ms=buffer,
+                             share=share)
+    log = TelemetryLog(telemetry_path) if telemetry_path else TelemetryLog()
+    sender = NetworkSink(url, params, telemetry=log)
+
+    def close() -> None:
+        sender.close()
+        log.close()
+
+    return CallbackSink(sender.write, rate=16_000, on_close=close)
 
 
 class _nothing:

@@ -223,3 +223,30 @@ def test_sigusr1_toggles_bypass_and_sigterm_stops_cleanly(pulse, model_path, tmp
     assert summary["reason"] == "stopped" and summary["error"] is None
     assert summary["bypass"] is True and summary["bypass_toggles"] == 1
     assert sf.info(out).frames > 0
+
+
+def test_live_streams_denoised_audio_over_rtp(pulse, model_path, speech_pair, tmp_path):
+    """`live --stream udp://...` sends what it records, and the receiver's telemetry flows back."""
+    from edge.transport.receiver import Receiver
+
+    model, _ = model_path
+    _, noisy = speech_pair
+    noisy = noisy[: 3 * 16_000]
+    played, out, tele = tmp_path / "noisy.wav", tmp_path / "out.wav", tmp_path / "tele.jsonl"
+    save_audio(played, noisy, subtype="FLOAT")
+    with Receiver("127.0.0.1:0") as rx:
+        proc = start_live(pulse, model, out, 5.0, "--stream", f"udp://127.0.0.1:{rx.port}",
+                          "--telemetry", str(tele), rate=16_000)
+        wait_recording(proc, out)
+        subprocess.run(["paplay", f"--device={pulse.sink}", str(played)], env=pulse.env,
+                       check=True, timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        rx.wait(5)
+        got = rx.audio()
+    recorded = load_audio(out, allow_silence=True).samples
+    assert abs(len(got) - len(recorded)) < 0.5 * 16_000  # one buffer plus start-up
+    _, peak = align(recorded[16_000:3 * 16_000], got)  # what was sent is what was recorded
+    assert peak > 0.8
+    lines = [json.loads(line) for line in tele.read_text().splitlines() if line.strip()]
+    assert lines and all(rec["loss_pct"] == 0 for rec in lines)
