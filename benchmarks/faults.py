@@ -39,6 +39,8 @@ from training.faults_train import FaultTrainConfig, confusion_png, evaluate, mak
 
 SR = 16_000
 OUT = ROOT / "benchmarks" / "results"
+# CPU time of this process: on a shared machine wall time also counts other people's jobs
+CLOCK = time.process_time
 
 
 def sisdr(ref, est) -> float:
@@ -115,31 +117,31 @@ def costs(model: TFLiteFaultModel, repeats: int = 200) -> dict:
     block = rng.standard_normal((model.info.block, 41)).astype(np.float32) - 8
     for _ in range(10):
         model(block)
-    t = time.perf_counter()
+    t = CLOCK()
     for _ in range(repeats):
         model(block)
-    per_block = (time.perf_counter() - t) / repeats
+    per_block = (CLOCK() - t) / repeats
     from edge.faults.features import logmel
     x = rng.standard_normal(SR * 10).astype(np.float32) * 0.1
-    t = time.perf_counter()
+    t = CLOCK()
     for _ in range(5):
         logmel(x)
-    feat_per_hop = (time.perf_counter() - t) / 5 / (len(x) // 160)
+    feat_per_hop = (CLOCK() - t) / 5 / (len(x) // 160)
     m = Mixer()
     m.set(highpass_hz=120.0, notches=(50.0, 100.0, 150.0, 200.0, 250.0), gain_db=-3.0)
     hops = rng.standard_normal((3000, 160)).astype(np.float32) * 0.1
     for h in hops[:100]:
         m.process(h)
-    t = time.perf_counter()
+    t = CLOCK()
     for h in hops:
         m.process(h)
-    mixer_per_hop = (time.perf_counter() - t) / len(hops)
+    mixer_per_hop = (CLOCK() - t) / len(hops)
     prog = Synth("test", 6.0).programme(np.random.default_rng(1))
     x, f = inject(prog, "hum", 16_000, 80_000, seed=0)
     ev = Event("hum", 1.0, 5.0, 0.9, measure("hum", x, 16_000, 80_000))
-    t = time.perf_counter()
+    t = CLOCK()
     fix(x, [ev], Strategies.load())
-    fix_per_hop = (time.perf_counter() - t) / (64_000 / 160)
+    fix_per_hop = (CLOCK() - t) / (64_000 / 160)
     return {"classifier_ms_per_block": round(per_block * 1e3, 3),
             "block_frames": model.info.block, "step_frames": model.info.step,
             "classifier_ms_per_hop": round(per_block * 1e3 / model.info.step, 4),
@@ -152,7 +154,8 @@ def markdown(r: dict) -> str:
     q, c, fa = r["quality"], r["cost"], r["false_alarms"]
     lines = ["# Fault monitor benchmark\n", f"model `{r['model']}`, {q['clips']} held-out "
              f"clips of 4 s (unseen speakers and noises), int8 TFLite, 1 thread; "
-             f"{r['machine']}.\n",
+             f"{r['machine']}; costs are CPU time of the process (load average "
+             f"{r['load']}).\n",
              "| metric | value | target |", "|---|---|---|",
              f"| frame macro F1 | {q['macro_f1']:.3f} | ≥ 0.9 |",
              f"| frame accuracy (all 7 labels right) | {q['frame_accuracy']:.3f} | |",
@@ -199,6 +202,7 @@ def main() -> None:
     t0 = time.time()
     r = {"model": str(Path(model.path).name), "machine": f"{platform.machine()}, "
          f"{__import__('os').cpu_count()} shared cores"}
+    r["load"] = round(__import__("os").getloadavg()[0], 1)
     r["cost"] = costs(model)
     print("cost", r["cost"], flush=True)
     r["quality"] = quality(model, a.clips)

@@ -52,10 +52,14 @@ class FaultTrainConfig:
         if not path:
             return cls()
         import tomllib
-        d = tomllib.loads(Path(path).read_text())
+
+        from edge.errors import HushlinkError
+        try:
+            d = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise HushlinkError(f"{path}: cannot read the config ({e})") from None
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            from edge.errors import HushlinkError
             raise HushlinkError(f"{path}: unknown key(s) {sorted(unknown)}")
         return cls(**d)
 
@@ -390,7 +394,7 @@ def _cli():
     import click
 
     @click.command("faults")
-    @click.option("--config", "-c", "config", type=click.Path(dir_okay=False),
+    @click.option("--config", "-c", "config", type=click.Path(exists=True, dir_okay=False),
                   help="TOML with FaultTrainConfig fields (hidden, minutes, train_clips ...).")
     @click.option("--out", "-o", type=click.Path(dir_okay=False),
                   default="edge/models/faults.tflite", show_default=True,
