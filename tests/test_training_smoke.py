@@ -31,21 +31,21 @@ def _run(args):
 @pytest.mark.slow
 def test_pipeline_end_to_end(work):
     base = ["-c", "smoke", "-w", str(work), "-q"]
-    out = json.loads(_run(["prepare", *base, "--json"]).output)
+    out = json.loads(_run(["prepare", *base, "--json"]).stdout)
     assert out["speech"]["train"]["speakers"] > out["speech"]["test"]["speakers"] > 0
     m = json.loads((work / "manifest.json").read_text())
     split_of = {}
     for e in m["speech"]:  # speaker-disjoint
         assert split_of.setdefault(e["speaker"], e["split"]) == e["split"]
 
-    t = json.loads(_run(["teacher", *base, "--json"]).output)
+    t = json.loads(_run(["teacher", *base, "--json"]).stdout)
     assert len(t["weights"]) == 3 and abs(sum(t["weights"]) - 1) < 1e-3
     assert (work / "teacher.pt").is_file()
 
-    s = json.loads(_run(["student", *base, "--json"]).output)
+    s = json.loads(_run(["student", *base, "--json"]).stdout)
     assert {"adaptive", "mref"} <= set(s) and s["params"] <= 100_000
 
-    e = json.loads(_run(["export", *base, "--json"]).output)
+    e = json.loads(_run(["export", *base, "--json"]).stdout)
     assert e["float32"]["max_abs_err"] < 1e-3  # float TFLite == PyTorch
     assert e["int8"]["max_abs_err"] < 0.25 and e["int8"]["mean_abs_err"] < 0.03
 
@@ -60,7 +60,7 @@ def test_pipeline_end_to_end(work):
     y = Denoiser(model).process(x)
     assert y.shape == x.shape and np.all(np.isfinite(y))
 
-    ev = json.loads(_run(["evaluate", *base, "--json"]).output)
+    ev = json.loads(_run(["evaluate", *base, "--json"]).stdout)
     assert {"noisy", "teacher", "student_int8"} <= set(ev["systems"])
     assert all((work / "eval").glob("spectrogram_*.png"))
     assert len(list((work / "eval").glob("spectrogram_*.png"))) >= 1

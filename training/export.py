@@ -9,10 +9,12 @@ compared with the PyTorch student on the same features, states carried across ho
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,7 +123,8 @@ def export_student(student: Student, calib: list[np.ndarray], verify: np.ndarray
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         for quant, stem in variants:
             p = Path(tmp) / f"{stem}.tflite"
-            _convert(step_module(student), calib, p, student.hidden, quant == "int8")
+            with contextlib.redirect_stdout(sys.stderr):  # converter logs: keep stdout clean
+                _convert(step_module(student), calib, p, student.hidden, quant == "int8")
             io = _io_names(p, student.n_bins, student.hidden)
             md = _metadata(p, student, io, quant, stem, version, fe, training or {},
                            metrics or {})

@@ -153,7 +153,7 @@ def train_teacher(cfg: TrainConfig, train: Mixer, val: Mixer, ckpt: Path, quiet:
             theta_opt.zero_grad()
             loss.backward()
             theta_opt.step()
-            update(si_sdr=-float(loss))
+            update(si_sdr=-float(loss.detach()))
     metrics = teacher_metrics(teacher, vb, vm)
     state["wall_s"] = state["wall_s"] + time.monotonic() - t0
     save("done", tc.steps)
