@@ -35,8 +35,10 @@ class FrontEnd:
     log_floor: float = 1e-10  # power floor of the log features (-100 dB)
 
     def __post_init__(self) -> None:
-        if self.hop <= 0 or self.win <= 0 or self.win % self.hop:
-            raise ValueError(f"window ({self.win}) must be a positive multiple of hop ({self.hop})")
+        if self.hop <= 0 or self.win < 2 * self.hop or self.win % self.hop:
+            # sqrt-Hann is zero at n = 0: without overlap that sample could not be rebuilt
+            raise ValueError(f"window ({self.win}) must be a multiple of hop ({self.hop}), "
+                             "at least two hops long")
         if self.n_fft < self.win:
             raise ValueError(f"n_fft ({self.n_fft}) must be >= window ({self.win})")
 
