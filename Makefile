@@ -23,6 +23,7 @@ demo: $(STAMP) bootstrap
 	$(PY) scripts/make_demo_audio.py --shared $(SHARED) --out $(DEMO)/noisy.wav
 	$(VENV)/bin/edge-denoise info $(DEMO)/noisy.wav
 	$(VENV)/bin/edge-denoise file $(DEMO)/noisy.wav $(DEMO)/denoised.wav
+	$(PY) scripts/demo_score.py $(DEMO)/clean.wav $(DEMO)/noisy.wav $(DEMO)/denoised.wav
 	@echo "demo: listen to $(DEMO)/noisy.wav and $(DEMO)/denoised.wav"
 
 test: $(STAMP) bootstrap
