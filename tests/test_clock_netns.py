@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from sandbox import need, veth_namespaces
 
 from edge.cli import cli
 from edge.clock.config import make_config, with_fast_announce
@@ -43,10 +44,7 @@ def _need_root_and_linuxptp() -> None:
                if not (shutil.which(t) or shutil.which(t, path="/usr/sbin:/sbin"))]
     why = ("needs root (network namespaces, PTP ports)" if os.geteuid() != 0 else
            f"needs {', '.join(missing)} (apt-get install linuxptp iproute2)" if missing else "")
-    if why:
-        if IN_CI:
-            pytest.fail(f"CI must run the PTP namespace tests: {why}")
-        pytest.skip(why)
+    need(not why, why)
 
 
 def _veth_pair(tag: str):
@@ -54,25 +52,7 @@ def _veth_pair(tag: str):
     pid = os.getpid()
     a, b = f"hc{tag}{pid}a", f"hc{tag}{pid}b"
     va, vb = f"hp{tag}{pid}a", f"hp{tag}{pid}b"  # interface names differ: run dirs by name
-
-    def teardown() -> None:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", va], capture_output=True)
-
-    try:
-        _sh("ip", "netns", "add", a)
-        _sh("ip", "netns", "add", b)
-        _sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-        _sh("ip", "link", "set", va, "netns", a)
-        _sh("ip", "link", "set", vb, "netns", b)
-        for ns, dev, ip in ((a, va, "10.66.0.1/24"), (b, vb, "10.66.0.2/24")):
-            _sh("ip", "-n", ns, "addr", "add", ip, "dev", dev)
-            _sh("ip", "-n", ns, "link", "set", dev, "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-    except BaseException:
-        teardown()
-        raise
+    teardown = veth_namespaces((a, b), (va, vb), ("10.66.0.1/24", "10.66.0.2/24"))
     return (a, va), (b, vb), teardown
 
 

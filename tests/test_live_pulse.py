@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from sandbox import need_tools, pulse_server
 
 from edge.audio import load_audio, save_audio
 from edge.model import default_model_path
@@ -45,45 +45,13 @@ class Pulse:
         return {**self.env, "PULSE_SOURCE": f"{self.sink}.monitor", **extra}
 
 
-def _need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        msg = f"{tool} not installed (apt-get install pulseaudio pulseaudio-utils)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
 @pytest.fixture
 def pulse(tmp_path) -> Pulse:
-    """A private PulseAudio server (own HOME/XDG_RUNTIME_DIR) with null sinks; ALSA's default
-    device routed to it via ~/.asoundrc. Killed by PID at the end, even on failure."""
-    for tool in ("pulseaudio", "paplay", "pactl"):
-        _need(tool)
-    home = tmp_path / "home"
-    run = home / "run"
-    run.mkdir(parents=True)
-    run.chmod(0o700)
-    (home / ".asoundrc").write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(run)}
+    """A private PulseAudio server with an input and an output null sink (tests/sandbox.py)."""
+    need_tools("paplay", hint="(apt-get install pulseaudio-utils)")
     sink = f"hl_in_{os.getpid()}"
-    log = tmp_path / "pulse.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "-F", "/dev/null",
-             f"--load=module-null-sink sink_name={sink} rate=16000",
-             f"--load=module-null-sink sink_name={sink}_out rate=16000",
-             "--load=module-native-protocol-unix"], env=env, stdout=f, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"PulseAudio did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+    with pulse_server(tmp_path, [sink, f"{sink}_out"]) as (env, log, proc):
         yield Pulse(env=env, proc=proc, sink=sink, log=log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-
-IN_CI = os.environ.get("CI") == "true"
+from sandbox import need, veth_namespaces
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 BIN = Path(sys.executable).parent
@@ -27,28 +26,16 @@ def _sh(*cmd: str) -> None:
 @pytest.fixture(scope="module")
 def netns():
     """Two namespaces, ``a`` (10.77.0.1) and ``b`` (10.77.0.2), unique to this process."""
-    if os.geteuid() != 0 or not shutil.which("ip"):
-        if IN_CI:
-            pytest.fail("network namespaces need root and iproute2 in CI")
-        pytest.skip("network namespaces need root and iproute2")
+    need(os.geteuid() == 0 and shutil.which("ip") is not None,
+         "network namespaces need root and iproute2")
     pid = os.getpid()
     a, b = f"hlt{pid}a", f"hlt{pid}b"
-    va, vb = f"hv{pid}a", f"hv{pid}b"
+    teardown = veth_namespaces((a, b), (f"hv{pid}a", f"hv{pid}b"),
+                               ("10.77.0.1/24", "10.77.0.2/24"))
     try:
-        _sh("ip", "netns", "add", a)
-        _sh("ip", "netns", "add", b)
-        _sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-        _sh("ip", "link", "set", va, "netns", a)
-        _sh("ip", "link", "set", vb, "netns", b)
-        for ns, dev, ip in ((a, va, "10.77.0.1/24"), (b, vb, "10.77.0.2/24")):
-            _sh("ip", "-n", ns, "addr", "add", ip, "dev", dev)
-            _sh("ip", "-n", ns, "link", "set", dev, "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
         yield a, b
     finally:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", va], capture_output=True)
+        teardown()
 
 
 def _start(ns: str, *args: str) -> subprocess.Popen:

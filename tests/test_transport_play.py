@@ -4,7 +4,6 @@ sink's monitor is recorded with parec while a stream plays."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from sandbox import need_tools, pulse_server
 from scipy.signal import correlate
 
 from edge.audio import load_audio
@@ -26,36 +26,11 @@ SPEECH = "speech/vctk/p278/p278_003.flac"
 
 @pytest.fixture
 def pulse(tmp_path):
-    """A private PulseAudio server with one null sink, ALSA's default routed to it. Killed by
-    PID at the end, even on failure."""
-    for tool in ("pulseaudio", "parec", "pactl"):
-        if shutil.which(tool) is None:
-            if IN_CI:
-                pytest.fail(f"{tool} missing in CI")
-            pytest.skip(f"{tool} not installed (apt-get install pulseaudio pulseaudio-utils)")
-    home = tmp_path / "home"
-    run = home / "run"
-    run.mkdir(parents=True)
-    run.chmod(0o700)
-    (home / ".asoundrc").write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(run)}
+    """A private PulseAudio server with one null sink (tests/sandbox.py)."""
+    need_tools("parec", hint="(apt-get install pulseaudio-utils)")
     sink = f"hlt_play_{os.getpid()}"
-    log = tmp_path / "pulse.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "-F", "/dev/null",
-             f"--load=module-null-sink sink_name={sink} rate=16000",
-             "--load=module-native-protocol-unix"], env=env, stdout=f, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"PulseAudio did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+    with pulse_server(tmp_path, [sink]) as (env, _log, _proc):
         yield {**env, "PULSE_SINK": sink}, sink
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_receive_plays_on_the_sound_card(pulse, shared_data, tmp_path):
