@@ -23,6 +23,12 @@ def test_edge_extra_installs_without_torch(tmp_path):
                             "print(u.find_spec('torch'), u.find_spec('sklearn'))"],
                            capture_output=True, text=True, cwd=tmp_path)
     assert probe.stdout.split() == ["None", "None"]
+    data = subprocess.run([str(py), "-c", "from importlib.resources import files as f; print(*("
+                           "(f(p) / n).is_file() for p, n in [('edge', 'models/default.tflite'), "
+                           "('edge', 'faults/strategies.toml'), ('hardware', 'rpi5.toml'), "
+                           "('hardware', 'hushlink-live.service')]))"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert data.stdout.split() == ["True"] * 4, data.stderr  # package data is installed
     exe = env_dir / "bin" / "edge-denoise"
     top = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert top.returncode == 0
