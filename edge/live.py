@@ -59,10 +59,12 @@ class LiveLoop:
     """Runs ``source`` through ``denoiser`` into ``sinks`` until stopped. Call ``run()``."""
 
     def __init__(self, source, denoiser: Denoiser, sinks: list, config: LoopConfig,
-                 input_sinks: tuple = ()):
+                 input_sinks: tuple = (), post=None):
         """``input_sinks`` get the captured audio untouched, at the capture rate (A/B,
-        latency measurement); ``sinks`` get the denoised audio at their own rates."""
+        latency measurement); ``sinks`` get the denoised audio at their own rates.
+        ``post(block_16k) -> block_16k`` runs after the denoiser (e.g. the fault fixer)."""
         self.source, self.denoiser, self.sinks, self.config = source, denoiser, sinks, config
+        self.post = post
         self.input_sinks = list(input_sinks)
         self.stats = LoopStats()
         self.stop_event = threading.Event()
@@ -138,6 +140,8 @@ class LiveLoop:
                     out[i * hop:(i + 1) * hop] = den.process_hop(pending[i * hop:(i + 1) * hop])
                     st.hop_time.add(time.perf_counter() - th)
                 pending = pending[n_hops * hop:]
+                if self.post is not None and len(out):
+                    out = self.post(out)
                 if limit is not None:
                     out = out[:limit - produced]
                 produced += len(out)

@@ -95,11 +95,14 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
               help="With --stream: share of the link capacity for this stream, (0, 1].")
 @click.option("--telemetry", "telemetry_path", type=click.Path(dir_okay=False),
               help="With --stream: append the receiver's per-second telemetry here (JSON lines).")
+@click.option("--fix-faults", "fault_events", metavar="EVENTS.jsonl", default=None,
+              help="Detect background faults (hum, clipping, dropouts ...) on the denoised "
+                   "stream, fix them with the mixer, and log each event to this JSON-lines file.")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def live_command(duration, device, output_device, list_devices, print_unit, profile_name,
                  model_path, rate, record, record_input, play, bypass, summary_path,
                  resample_quality, stream, bitrate, buffer, share, telemetry_path,
-                 quiet) -> None:
+                 fault_events, quiet) -> None:
     """Capture, denoise and play or record live audio.
 
     The audio callback only queues blocks; a worker resamples to 16 kHz (soxr, streaming),
@@ -131,7 +134,8 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
                        profile_name=profile_name, model_path=model_path, rate=rate,
                        record=record, record_input=record_input,
                        play=play if play is not None or not stream else False, bypass=bypass,
-                       resample_quality=resample_quality, quiet=quiet, extra_sinks=extra)
+                       resample_quality=resample_quality, quiet=quiet, extra_sinks=extra,
+                       fault_events=fault_events)
     text = json.dumps(summary, indent=1)
     click.echo(text)
     if summary_path:
@@ -144,10 +148,12 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
 
 def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
              model_path=None, rate=None, record=None, record_input=None, play=None,
-             bypass=False, resample_quality="LQ", quiet=True, extra_sinks=()) -> dict:
+             bypass=False, resample_quality="LQ", quiet=True, extra_sinks=(),
+             fault_events=None) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 
     ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
+    ``fault_events``: a JSON-lines path; turns on the fault monitor and mixer after the model.
     """
     from rich.live import Live
 
@@ -179,7 +185,13 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
                      cpu_affinity=r.cpu_affinity, realtime_priority=r.realtime_priority,
                      resample_quality=resample_quality)
     inputs = [RecordSink(record_input, capture_rate)] if record_input else []
-    loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg, input_sinks=inputs)
+    fixer = None
+    if fault_events:
+        from edge.faults.live import LiveFaultFixer
+
+        fixer = LiveFaultFixer(fault_events)
+    loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg, input_sinks=inputs,
+                    post=fixer)
     status = Live("", console=err_console, transient=False, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False)
 
@@ -189,6 +201,8 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
 
     with signal_handlers(loop), status if not quiet else _nothing():
         summary = loop.run(on_status)
+    if fixer is not None:
+        summary["fault_events"] = fixer.events
     summary.update(model=model.describe(), profile=prof.name, record=record,
                    record_input=record_input,
                    input_device=str(in_dev if in_dev is not None else "default"))

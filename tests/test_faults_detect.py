@@ -126,3 +126,41 @@ def test_live_monitor_drives_the_streaming_mixer(model, synth):
         np.dot(y[seg], np.exp(-2j * np.pi * 50 * t)))
     assert 20 * np.log10(ratio) >= 20
     assert np.abs(np.diff(y)).max() <= np.abs(np.diff(x)).max() * 1.02
+
+
+def test_live_loop_fix_faults_logs_and_removes_hum(synth, tmp_path):
+    """`live --fix-faults` path: the loop's post stage detects hum, logs it, notches it out."""
+    import json
+
+    from edge.denoise import Denoiser
+    from edge.faults.live import LiveFaultFixer
+    from edge.live import LiveLoop, LoopConfig
+    from edge.sinks import CallbackSink
+    from edge.sources import FileSource
+
+    from edge.dsp import FrontEnd
+
+    class Bypass:  # the loop's model stage is not under test here
+        front_end = FrontEnd()
+
+        def init_state(self):
+            return [np.zeros((1, 1), dtype=np.float32)]
+
+        def step(self, features, state):
+            return np.ones(161, dtype=np.float32), state
+
+    x, _ = inject(synth.programme(np.random.default_rng(21)), "hum", 8_000, 72_000, seed=2,
+                  f0=50.0, snr_db=-3.0)
+    got, log = [], tmp_path / "events.jsonl"
+    fixer = LiveFaultFixer(log)
+    loop = LiveLoop(FileSource(x, SR, 160, speed=0.0), Denoiser(Bypass()),
+                    [CallbackSink(got.append)], LoopConfig(queue_blocks=4096), post=fixer)
+    s = loop.run()
+    assert s["error"] is None
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events == fixer.events and "hum" in {e["kind"] for e in events}
+    y = np.concatenate(got)
+    seg = slice(40_000, 70_000)  # hum on for > 1 s: the notches are in
+    t = np.arange(30_000) / SR
+    tone = np.exp(-2j * np.pi * 50 * t)
+    assert 20 * np.log10(abs(np.dot(x[seg], tone)) / abs(np.dot(y[seg], tone))) >= 20
