@@ -133,12 +133,11 @@ def test_live_loop_fix_faults_logs_and_removes_hum(synth, tmp_path):
     import json
 
     from edge.denoise import Denoiser
+    from edge.dsp import FrontEnd
     from edge.faults.live import LiveFaultFixer
     from edge.live import LiveLoop, LoopConfig
     from edge.sinks import CallbackSink
     from edge.sources import FileSource
-
-    from edge.dsp import FrontEnd
 
     class Bypass:  # the loop's model stage is not under test here
         front_end = FrontEnd()
