@@ -59,12 +59,16 @@ class LiveLoop:
     """Runs ``source`` through ``denoiser`` into ``sinks`` until stopped. Call ``run()``."""
 
     def __init__(self, source, denoiser: Denoiser, sinks: list, config: LoopConfig,
-                 input_sinks: tuple = (), post=None):
+                 input_sinks: tuple = (), post=None, media_clock=None):
         """``input_sinks`` get the captured audio untouched, at the capture rate (A/B,
         latency measurement); ``sinks`` get the denoised audio at their own rates.
-        ``post(block_16k) -> block_16k`` runs after the denoiser (e.g. the fault fixer)."""
+        ``post(block_16k) -> block_16k`` runs after the denoiser (e.g. the fault fixer).
+        ``media_clock`` (edge.clock.mediaclock.PtpLockedStream at the capture rate): every
+        captured block is stamped with PTP time in the callback and the worker resamples the
+        stream so it stays locked to PTP time rather than to the card's crystal."""
         self.source, self.denoiser, self.sinks, self.config = source, denoiser, sinks, config
         self.post = post
+        self.media_clock = media_clock
         self.input_sinks = list(input_sinks)
         self.stats = LoopStats()
         self.stop_event = threading.Event()
@@ -77,6 +81,8 @@ class LiveLoop:
 
     # -- capture side: runs in the audio callback; must never block
     def _push(self, block: np.ndarray) -> None:
+        if self.media_clock is not None:
+            self.media_clock.stamp(len(block))  # one clock read; order matches the queue
         try:
             self._q.put_nowait(block)
         except queue.Full:
@@ -130,6 +136,8 @@ class LiveLoop:
                 st.note_queue(self._q.qsize())
                 for s in self.input_sinks:
                     s.write(block)
+                if self.media_clock is not None:
+                    block = self.media_clock.process(block)
                 pending = np.concatenate([pending, to_model(block)])
                 n_hops = len(pending) // hop
                 if limit is not None:
@@ -215,6 +223,9 @@ class LiveLoop:
                    "algorithmic_latency_ms": round(self.denoiser.algorithmic_latency_s * 1e3, 3),
                    "bypass": self.denoiser.bypass, "warnings": self.setup_warnings}
         summary.update(self.stats.summary())
+        if self.media_clock is not None:
+            ppm = self.media_clock.ppm
+            summary["media_clock_ppm"] = None if ppm is None else round(float(ppm), 3)
         summary["input_overflows"] += int(self.source.input_overflows)
         summary["underruns"] += sum(int(getattr(s, "underruns", 0)) for s in self.sinks)
         summary["playback_dropped_periods"] = sum(int(getattr(s, "dropped_periods", 0))

@@ -98,11 +98,14 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
 @click.option("--fix-faults", "fault_events", metavar="EVENTS.jsonl", default=None,
               help="Detect background faults (hum, clipping, dropouts ...) on the denoised "
                    "stream, fix them with the mixer, and log each event to this JSON-lines file.")
+@click.option("--ptp-lock", is_flag=True,
+              help="Stamp captured blocks with PTP-disciplined time (CLOCK_REALTIME under "
+                   "phc2sys) and resample so the stream follows PTP time, not the card's crystal.")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def live_command(duration, device, output_device, list_devices, print_unit, profile_name,
                  model_path, rate, record, record_input, play, bypass, summary_path,
                  resample_quality, stream, bitrate, buffer, share, telemetry_path,
-                 fault_events, quiet) -> None:
+                 fault_events, ptp_lock, quiet) -> None:
     """Capture, denoise and play or record live audio.
 
     The audio callback only queues blocks; a worker resamples to 16 kHz (soxr, streaming),
@@ -135,7 +138,7 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
                        record=record, record_input=record_input,
                        play=play if play is not None or not stream else False, bypass=bypass,
                        resample_quality=resample_quality, quiet=quiet, extra_sinks=extra,
-                       fault_events=fault_events)
+                       fault_events=fault_events, ptp_lock=ptp_lock)
     text = json.dumps(summary, indent=1)
     click.echo(text)
     if summary_path:
@@ -149,7 +152,7 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
 def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
              model_path=None, rate=None, record=None, record_input=None, play=None,
              bypass=False, resample_quality="LQ", quiet=True, extra_sinks=(),
-             fault_events=None) -> dict:
+             fault_events=None, ptp_lock=False) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 
     ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
@@ -190,8 +193,13 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
         from edge.faults.live import LiveFaultFixer
 
         fixer = LiveFaultFixer(fault_events)
+    media = None
+    if ptp_lock:
+        from edge.clock.mediaclock import PtpLockedStream
+
+        media = PtpLockedStream(capture_rate)
     loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg, input_sinks=inputs,
-                    post=fixer)
+                    post=fixer, media_clock=media)
     status = Live("", console=err_console, transient=False, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False)
 

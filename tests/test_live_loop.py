@@ -122,3 +122,26 @@ def test_recording_header_is_valid_even_after_an_abrupt_exit(tmp_path):
     data, rate = sf.read(path, dtype="float32")
     assert rate == 16_000 and len(data) == 16_000
     assert np.allclose(data, 0.25)
+
+
+def test_ptp_lock_measures_and_corrects_the_card_rate():
+    """With a media clock, the loop follows PTP time: a card 1000 ppm slow against the
+    (simulated) PTP clock is measured and the stream is resampled by that much."""
+    from edge.clock.mediaclock import PtpLockedStream
+
+    speed, true_ppm = 4.0, -1000.0
+    t0 = time.monotonic_ns()
+
+    def ptp_ns() -> int:  # PTP time runs (1 - true_ppm) faster than the card's samples
+        return int((time.monotonic_ns() - t0) * speed * (1 - true_ppm * 1e-6))
+
+    x = signal_48k(14.0)
+    got = []
+    media = PtpLockedStream(48_000, window_s=8.0, tau_s=2.0, clock=ptp_ns)
+    loop = LiveLoop(FileSource(x, 48_000, 480, speed=speed), Denoiser(HalfMask()),
+                    [CallbackSink(got.append, rate=48_000)], LoopConfig(queue_blocks=256),
+                    media_clock=media)
+    s = loop.run()
+    assert s["error"] is None and s["overruns"] == 0
+    assert s["media_clock_ppm"] == pytest.approx(true_ppm, abs=250)
+    assert media.produced > len(x) * (1 + 0.5 * abs(true_ppm) * 1e-6)  # stretched toward PTP
