@@ -80,12 +80,19 @@ def handler(name: str, *, slow: bool = False):
 
 # ---------------------------------------------------------------- telemetry sources
 
+def _telemetry_record(d: dict) -> dict:
+    return Telemetry.from_dict(d).to_dict()
+
+
 class FileTelemetry:
     """Telemetry from a JSON-lines file of ``Telemetry.to_dict()`` records (the receiver's
-    log), read incrementally into a ring buffer of the last ``keep`` records."""
+    log), read incrementally into a ring buffer of the last ``keep`` records. ``parse`` turns
+    one decoded line into a record (``dict`` for other logs, e.g. fault events)."""
 
-    def __init__(self, path: str | Path, keep: int = 3600):
+    def __init__(self, path: str | Path, keep: int = 3600,
+                 parse: Callable[[dict], dict] = _telemetry_record):
         self.path = Path(path)
+        self.parse = parse
         self.ring: deque[dict] = deque(maxlen=keep)
         self._pos = 0
         self._partial = b""
@@ -106,7 +113,7 @@ class FileTelemetry:
             *lines, self._partial = data.split(b"\n")
             for line in lines:
                 with contextlib.suppress(ValueError, TypeError):
-                    self.ring.append(Telemetry.from_dict(json.loads(line)).to_dict())
+                    self.ring.append(self.parse(json.loads(line)))
         return list(self.ring)
 
 
@@ -172,7 +179,7 @@ class Agent:
 
     def __init__(self, url: str, baud: int = 921_600, *, state_dir: str | Path = "state",
                  profile: str = "generic-linux", telemetry=None, stream=None,
-                 plugins: tuple[str, ...] = (), pace: bool = False, log=None):
+                 plugins: tuple[str, ...] = (), pace: bool = False, log=None, events=None):
         self.url, self.baud, self.profile, self.pace = url, baud, profile, pace
         self.state_dir = Path(state_dir)
         self.staging_dir = self.state_dir / "staging"
@@ -182,6 +189,7 @@ class Agent:
             raise HushlinkError(f"cannot use state directory {self.state_dir}: {e.strerror} "
                                 "(choose one with --state-dir)") from None
         self.telemetry = telemetry  # object with records() -> list[dict], or None
+        self.events = events  # fault events (live --fix-faults log), same interface, or None
         self.stream = stream  # object with start(params), stop(), running; or None
         self.handlers: dict[str, Handler] = {}
         self.info_providers: dict[str, Callable[[], object]] = {}
@@ -432,6 +440,19 @@ def _get_info(agent: Agent, args: dict) -> dict:
 def _echo(agent: Agent, args: dict) -> dict:
     """Returns ``args`` unchanged: link tests and throughput measurement."""
     return args
+
+
+@handler("get_events")
+def _get_events(agent: Agent, args: dict) -> dict:
+    """The newest ``limit`` fault events (``edge-denoise live --fix-faults`` log), oldest
+    first, fewer if they would not fit one frame."""
+    limit = max(1, min(arg(args, "limit", int, 32), 256))
+    recs = agent.events.records() if agent.events is not None else []
+    while True:
+        out = {"events": recs[-limit:], "total": len(recs), "source": agent.events is not None}
+        if limit == 1 or len(cbor2.dumps(out)) <= P.MAX_BODY - 64:
+            return out
+        limit //= 2
 
 
 @handler("get_telemetry")

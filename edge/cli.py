@@ -39,11 +39,14 @@ cli.add_command(transport_cli.receive_cmd)
               help="Hardware profile name reported to the host.")
 @click.option("--telemetry", "telemetry_path", type=click.Path(dir_okay=False),
               help="JSON-lines telemetry log of the receiver (Telemetry.to_dict per line).")
+@click.option("--fault-events", "events_path", type=click.Path(dir_okay=False),
+              help="JSON-lines fault-event log of `edge-denoise live --fix-faults` (get_events).")
 @click.option("--stream-cmd", help="Command run by start_stream; {bitrate_kbps}, {protocol}, "
               "{buffer_ms}, {share}, {fec}, {loss_hint_pct} are replaced.")
 @click.option("--plugin", "plugins", multiple=True, help="Extra handler module to import.")
 @click.option("--pace", is_flag=True, help="Pace writes at the baud rate (ptys ignore it).")
-def serve(port, baud, state_dir, profile, telemetry_path, stream_cmd, plugins, pace) -> None:
+def serve(port, baud, state_dir, profile, telemetry_path, events_path, stream_cmd, plugins,
+          pace) -> None:
     """Answer the host over the serial control link (until Ctrl-C)."""
     import signal
 
@@ -54,7 +57,8 @@ def serve(port, baud, state_dir, profile, telemetry_path, stream_cmd, plugins, p
     agent = Agent(port, baud, state_dir=state_dir, profile=profile,
                   telemetry=FileTelemetry(telemetry_path) if telemetry_path else None,
                   stream=CommandStream(stream_cmd) if stream_cmd else None,
-                  plugins=tuple(plugins), pace=pace)
+                  plugins=tuple(plugins), pace=pace,
+                  events=FileTelemetry(events_path, parse=dict) if events_path else None)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     try:
         agent.serve_forever()

@@ -115,6 +115,10 @@ class DeviceClient:
                 return out
             since = recs[-1].t
 
+    def events(self, limit: int = 32) -> list[dict]:
+        """The device's newest fault events (``live --fix-faults``), oldest first."""
+        return list(self.call("get_events", {"limit": int(limit)})["events"])
+
     def upload(self, path: str | Path, remote_name: str | None = None, *,
                progress: Callable[[int, int], None] | None = None,
                chunk_size: int = P.CHUNK_SIZE) -> dict:

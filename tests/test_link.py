@@ -37,7 +37,12 @@ def agent(pair, tmp_path):
             t = Telemetry(t=1000.0 + i, latency_ms=40 + i % 7, loss_pct=i % 5, jitter_ms=8.0,
                           bandwidth_util=0.5, snr_db=20.0)
             f.write(json.dumps(t.to_dict()) + "\n")
-    a = AgentProc(pair.a, tmp_path / "state", "--telemetry", str(telem))
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"kind": "hum", "start_s": 1.0 + i, "end_s": 1.5 + i,
+                                          "confidence": 0.9, "params": {"f0_hz": 50.0}}) + "\n"
+                              for i in range(40)))
+    a = AgentProc(pair.a, tmp_path / "state", "--telemetry", str(telem),
+                  "--fault-events", str(events))
     yield a
     a.stop()
 
@@ -83,6 +88,13 @@ def test_telemetry_pages_through_the_window(pair, agent):
         recs = dev.telemetry(window=1e9)
         assert [r.t for r in recs] == [1000.0 + i for i in range(150)]
         assert [r.t for r in dev.telemetry(window=9.5)] == [1140.0 + i for i in range(10)]
+
+
+def test_fault_events_reach_the_host(pair, agent):
+    with connect(pair.b) as dev:
+        ev = dev.events(limit=5)
+        assert [e["start_s"] for e in ev] == [36.0, 37.0, 38.0, 39.0, 40.0]
+        assert ev[-1]["kind"] == "hum" and ev[-1]["params"] == {"f0_hz": 50.0}
 
 
 def test_upload_resumes_and_verifies(pair, agent, tmp_path):
