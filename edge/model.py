@@ -76,6 +76,17 @@ class ModelIO:
     state_out: tuple[str, ...] = ()
 
 
+def read_metadata_json(path: Path, what: str = "model") -> object:
+    """The JSON side file of ``NAME.tflite`` (any hushlink model), with one-line errors."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: {what} metadata not found (a model is NAME.tflite + "
+                         "NAME.json side by side)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """The contents of ``NAME.json`` (docs/MODEL_FORMAT.md)."""
@@ -126,14 +137,7 @@ class ModelMetadata:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ModelMetadata:
         p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"{p}: model metadata not found (a model is NAME.tflite + "
-                             "NAME.json side by side)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelError(f"{p}: not valid JSON ({e})") from None
-        return cls.from_dict(d, str(p))
+        return cls.from_dict(read_metadata_json(p), str(p))
 
     def to_dict(self) -> dict:
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}

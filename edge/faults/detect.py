@@ -9,7 +9,6 @@ both sides). The file path (``detect_file``) and the stream path (``FaultMonitor
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,14 @@ from edge.errors import HushlinkError
 from edge.faults import FAULT_TYPES
 from edge.faults.events import Event, EventConfig, EventTracker, frames_to_events
 from edge.faults.features import N_MELS, logmel, logmel_from_spec
-from edge.model import ModelError, TensorCodec, backend_name, load_interpreter, sha256_file
+from edge.model import (
+    ModelError,
+    TensorCodec,
+    backend_name,
+    load_interpreter,
+    read_metadata_json,
+    sha256_file,
+)
 
 FORMAT = "hushlink-fault-model"
 
@@ -49,13 +55,7 @@ class FaultModelInfo:
 
     @classmethod
     def load(cls, path: Path) -> FaultModelInfo:
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"{path}: fault model metadata not found (a model is NAME.tflite "
-                             "+ NAME.json side by side)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelError(f"{path}: not valid JSON ({e})") from None
+        d = read_metadata_json(path, "fault model")
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ModelError(f"{path}: not a hushlink fault model (format "
                              f"{d.get('format') if isinstance(d, dict) else None!r})")
