@@ -115,14 +115,22 @@ def test_slave_selects_master_and_offsets_are_small(ptp_pair):
     master, slave = ptp_pair
     gm = _master_identity(master)
     _wait_selected(slave, gm)
-    time.sleep(12)  # ~12 fresh Sync exchanges after convergence
+    # Until the first delay exchanges finish, the offset carries the initial path-delay
+    # guess (tens of µs on a loaded machine); what must be small is the settled offset:
+    # some 10 s window of fresh samples within 45 s of selection.
+    deadline = time.monotonic() + 45
+    while True:
+        time.sleep(1)
+        t, off = slave.monitor.offsets()
+        recent = off[t > t[-1] - 10]
+        if len(recent) >= 8 and rms(recent) <= 10_000:
+            break
+        assert time.monotonic() < deadline, (
+            f"offset never settled: last 10 s rms {rms(recent):.0f} ns > 10 us over "
+            f"{len(recent)} samples (need >= 8: about one fresh offset a second)")
     st = slave.monitor.status()
-    t, off = slave.monitor.offsets()
-    recent = off[t > t[-1] - 10]
-    assert len(recent) >= 8, "the monitor must read a fresh offset about once a second"
     ingress = [s.ingress_ns for s in slave.monitor.fresh]
     assert ingress == sorted(set(ingress)), "each fresh sample comes from a new Sync"
-    assert rms(recent) <= 10_000, f"offset rms {rms(recent):.0f} ns > 10 us"
     assert 0 < st.path_delay_ns < 1_000_000, "a veth path delay is microseconds"
     assert st.gm_identity == gm
     assert st.age_s is not None and st.age_s < 3

@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -135,11 +136,25 @@ def test_clear_errors(pair, agent, tmp_path, monkeypatch):
     try:
         with pytest.raises(NoAnswer, match="nothing came back"):
             connect(other.b, timeout=0.1, retries=1)
-        # something that talks, but not hushlink (or at the wrong baud rate): line noise
-        with serial.Serial(other.a) as noisy:
-            noisy.write(b"\xfe\x13" * 200 + b"\x00")
-            with pytest.raises(NoAnswer, match="were not hushlink frames: wrong baud"):
-                connect(other.b, timeout=0.1, retries=1)
+        # something that talks, but not hushlink (or at the wrong baud rate): it answers
+        # every request with line noise. Answering (not writing ahead) matters: opening the
+        # port flushes whatever arrived before, so pre-written noise would race the open.
+        with serial.Serial(other.a, timeout=0.02) as noisy:
+            stop = threading.Event()
+
+            def babble():
+                while not stop.is_set():
+                    if noisy.read(64):
+                        noisy.write(b"\xfe\x13" * 200 + b"\x00")
+
+            talker = threading.Thread(target=babble, daemon=True)
+            talker.start()
+            try:
+                with pytest.raises(NoAnswer, match="were not hushlink frames: wrong baud"):
+                    connect(other.b, timeout=0.1, retries=1)
+            finally:
+                stop.set()
+                talker.join(2)
     finally:
         other.stop()
     monkeypatch.setattr(P, "PROTOCOL_VERSION", 99)
