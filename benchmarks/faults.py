@@ -114,18 +114,18 @@ def repairs(n_seeds: int = 6) -> dict:
 
 def costs(model: TFLiteFaultModel, repeats: int = 200) -> dict:
     rng = np.random.default_rng(0)
-    block = rng.standard_normal((model.info.block, 41)).astype(np.float32) - 8
+    block = rng.standard_normal(model._in.shape[1:]).astype(np.float32) - 8
     for _ in range(10):
         model(block)
     t = CLOCK()
     for _ in range(repeats):
         model(block)
     per_block = (CLOCK() - t) / repeats
-    from edge.faults.features import logmel
+    from edge.faults.features import features
     x = rng.standard_normal(SR * 10).astype(np.float32) * 0.1
     t = CLOCK()
     for _ in range(5):
-        logmel(x)
+        features(x, model.info.n_mels, model.info.time_features)
     feat_per_hop = (CLOCK() - t) / 5 / (len(x) // 160)
     m = Mixer()
     m.set(highpass_hz=120.0, notches=(50.0, 100.0, 150.0, 200.0, 250.0), gain_db=-3.0)

@@ -2,9 +2,9 @@
 
 Every fault is a pure function ``inject_<kind>(x, start, end, rng, **params) -> (y, Fault)``
 over 16 kHz float32 audio; ``start``/``end`` are sample indices and the returned ``Fault``
-holds the span where the fault really alters the audio (clipping: first/last clipped sample)
-and the parameters used, so tests can inject a known fault at a known time and the
-classifier is trained on sample-exact labels.
+holds the span where the fault really alters the audio (clipping: first/last sample whose
+input exceeded the clip level) and the parameters used, so tests can inject a known fault at
+a known time and the classifier is trained on sample-exact labels.
 
 Parameters are drawn from realistic ranges: mains hum 50/60 Hz (±0.4 %) with 3-7 decaying
 harmonics; hard or soft clipping at 12-50 % of the segment's peak; broadband (white or pink)
@@ -13,6 +13,12 @@ wind/rumble bursts (noise low-passed at 30-120 Hz, gusting); feedback howl as a 
 tone at 400-4000 Hz growing by 15-30 dB. Additive faults fade in/out over 2-10 ms (the label
 spans the fade) so the synthesis itself adds no clicks. ``Synth`` makes whole training clips
 (several faults each) from a speaker-disjoint split of ../shared/data, deterministic per seed.
+
+Clipping is labelled where it is measurable, not over the whole injected span: a frame is
+"clipping" when its 20 ms window holds at least ``CLIP_MIN_SAMPLES`` samples whose input
+exceeded the clip level (hard: cut flat; soft: saturated by tanh to <= 76 % of the input).
+Quiet syllables and pauses inside the span pass the clipper unchanged, and no classifier
+can (or should) call them clipped.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ RATE = 16_000
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HOLDOUT_BUCKETS = 5  # 1 in 5 speakers (by label hash) is held out for test/eval
 CLIP_JOIN = 960  # samples (60 ms): clipped runs closer than this are one audible span
+CLIP_MIN_SAMPLES = 3  # clipped samples a 20 ms frame needs to be labelled clipping
+FLOOR_DBFS = (-85.0, -70.0)  # a microphone + ADC self-noise: a live recording is never 0.0
 
 
 @dataclass(frozen=True)
@@ -141,27 +149,32 @@ def inject_dc(x, start, end, rng, offset=None):
 
 
 def inject_clipping(x, start, end, rng, level=None, mode=None):
-    """Clip at ``level`` x the segment's peak (hard) or saturate softly (tanh)."""
+    """Clip at ``level`` x the segment's peak (hard) or saturate softly (tanh).
+
+    The clipped samples are those whose input exceeded the clip level ``thr`` (hard: cut to
+    it; soft: squashed to ``thr * tanh(x / thr)``, at least 24 % below the input); the Fault
+    spans the first to the last of them, ``runs`` lists their exact runs and ``spans`` the
+    runs joined across gaps under 60 ms (one audible event).
+    """
     level = float(level if level is not None else rng.uniform(0.12, 0.5))
     mode = mode or str(rng.choice(["hard", "soft"]))
     seg = x[start:end].astype(np.float64)
     thr = level * float(np.max(np.abs(seg)) + 1e-9)
     out = np.clip(seg, -thr, thr) if mode == "hard" else thr * np.tanh(seg / thr)
-    changed = np.flatnonzero(np.abs(out - seg) > 0.02 * thr)
     y = x.copy()
     y[start:end] = out.astype(np.float32)
-    s, e = (start + int(changed[0]), start + int(changed[-1]) + 1) if len(changed) else (start,
-                                                                                         start)
-    # where it is audible: runs of altered samples, joined across gaps under 60 ms (a pause
-    # in speech is not clipped, and no classifier can say that it is)
-    spans = []
-    for i in changed:
-        if spans and start + i - spans[-1][1] <= CLIP_JOIN:
-            spans[-1][1] = start + int(i) + 1
+    d = np.diff(np.r_[0, (np.abs(seg) > thr).astype(np.int8), 0])
+    runs = [[start + int(a), start + int(b)]
+            for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True)]
+    s, e = (runs[0][0], runs[-1][1]) if runs else (start, start)
+    spans: list[list[int]] = []
+    for a, b in runs:
+        if spans and a - spans[-1][1] <= CLIP_JOIN:
+            spans[-1][1] = b
         else:
-            spans.append([start + int(i), start + int(i) + 1])
+            spans.append([a, b])
     return y, Fault("clipping", s, e, {"threshold": round(thr, 5), "mode": mode,
-                                       "spans": spans})
+                                       "spans": spans, "runs": runs})
 
 
 def inject_dropout(x, start, end, rng):
@@ -193,8 +206,23 @@ def label_spans(f: Fault) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in spans] if spans else [(f.start, f.end)]
 
 
+def clipped_frames(f: Fault, n_frames: int, hop: int = 160) -> np.ndarray:
+    """(n_frames,) bool: frame t's window ``[t*hop - hop, t*hop + hop)`` holds at least
+    ``CLIP_MIN_SAMPLES`` clipped samples (edge.dsp's 20 ms / 10 ms framing)."""
+    n = n_frames * hop + 2 * hop
+    mask = np.zeros(n + 1, dtype=np.int32)
+    for a, b in f.params.get("runs", []):
+        a, b = min(a + hop, n), min(b + hop, n)  # index + hop: room for frame 0's past
+        mask[a] += 1
+        mask[b] -= 1
+    c = np.concatenate([[0], np.cumsum(np.cumsum(mask)[:n])])  # c[i] = clipped before i
+    lo = np.arange(n_frames) * hop
+    return (c[lo + 2 * hop] - c[lo]) >= CLIP_MIN_SAMPLES
+
+
 def frame_labels(faults: list[Fault], n_frames: int, hop: int = 160) -> np.ndarray:
-    """(n_frames, n_types) 0/1: frame t (centred on sample t*hop) lies inside a fault span.
+    """(n_frames, n_types) 0/1: frame t (centred on sample t*hop) lies inside a fault span
+    (clipping: its window holds clipped samples, ``clipped_frames``).
 
     Inside a dropout only ``dropout`` is on: nothing else can be heard in digital silence.
     """
@@ -203,8 +231,11 @@ def frame_labels(faults: list[Fault], n_frames: int, hop: int = 160) -> np.ndarr
     drop = np.zeros(n_frames, dtype=bool)
     for f in faults:
         on = np.zeros(n_frames, dtype=bool)
-        for s, e in label_spans(f):
-            on |= (centres >= s) & (centres < e)
+        if f.kind == "clipping" and "runs" in f.params:
+            on |= clipped_frames(f, n_frames, hop)
+        else:
+            for s, e in label_spans(f):
+                on |= (centres >= s) & (centres < e)
         if f.kind == "dropout":  # short dropouts: the frame that holds them
             on |= (np.abs(centres - (f.start + f.end) / 2) <= hop / 2)
             drop |= (centres >= f.start) & (centres < f.end)
@@ -261,7 +292,7 @@ class Synth:
     """Random training/test clips: speech + quiet room noise + 0-3 faults, one rng per seed."""
 
     def __init__(self, split: str = "train", seconds: float = 4.0, shared: Path = SHARED,
-                 p_clean: float = 0.15):
+                 p_clean: float = 0.3):
         self.speech, self.noise = corpus(split, shared)
         if not self.speech or not self.noise:
             raise HushlinkError(f"no {split} speech/noise found under {shared / 'data'}")
@@ -270,7 +301,10 @@ class Synth:
         self.cache = AudioCache()
 
     def programme(self, rng: np.random.Generator) -> np.ndarray:
-        """Fault-free programme: speech utterances back to back + room noise at 25-50 dB SNR."""
+        """Fault-free programme: speech utterances back to back + room noise at 25-50 dB SNR +
+        the self-noise of a microphone and ADC (-85 to -70 dBFS; the corpus's noise files have
+        stretches of digital zeros, which where they meet a pause between utterances made
+        "clean" programme with real dropouts in it)."""
         out = np.zeros(0, dtype=np.float32)
         while len(out) < self.n:
             s = self.cache.get(self.speech[rng.integers(len(self.speech))])
@@ -284,7 +318,8 @@ class Synth:
         o = int(rng.integers(0, len(nz) - self.n + 1))
         nz = nz[o:o + self.n]
         nz = nz / (rms(nz) + 1e-9) * rms(speech) * 10 ** (-rng.uniform(25, 50) / 20)
-        return np.clip(speech + nz, -1, 1).astype(np.float32)
+        floor = rng.standard_normal(self.n) * 10 ** (rng.uniform(*FLOOR_DBFS) / 20)
+        return np.clip(speech + nz + floor, -1, 1).astype(np.float32)
 
     def spans(self, rng: np.random.Generator) -> list[tuple[str, int, int]]:
         if rng.random() < self.p_clean:

@@ -1,6 +1,7 @@
 """Train, export and evaluate the fault classifier (SPEC §8).
 
-log-mel (edge.faults.features, on edge.dsp's STFT) → 2 bidirectional GRU layers → FC →
+log-mel + time-domain frame features (edge.faults.features, on edge.dsp's STFT framing) →
+2 bidirectional GRU layers → FC →
 per-frame multi-label fault probabilities, plus a clip-level head (FC over the time-mean of
 the GRU output). Trained on 1 s blocks of synthetic faulty clips (training/faults_synth.py),
 exported to TFLite int8 (litert-torch PT2E, the recipe of training/export.py) with the GRUs
@@ -25,7 +26,7 @@ from torch import nn
 from edge.faults import FAULT_TYPES
 from edge.faults.detect import FORMAT, TFLiteFaultModel, frame_probs
 from edge.faults.events import EventConfig, frames_to_events
-from edge.faults.features import N_MELS, logmel, n_features
+from edge.faults.features import N_MELS, N_TIME, features, n_features
 from training.faults_synth import RATE, Clip, Synth, frame_labels, label_spans
 
 K = len(FAULT_TYPES)
@@ -35,6 +36,7 @@ K = len(FAULT_TYPES)
 class FaultTrainConfig:
     hidden: int = 32
     n_mels: int = N_MELS
+    time_features: int = N_TIME  # 0: log-mel + DC only (the first shipped model)
     block: int = 64  # frames per classifier block (0.64 s)
     step: int = 48
     train_clips: int = 1200
@@ -149,7 +151,7 @@ def make_set(split: str, n: int, seed0: int, cfg: FaultTrainConfig, progress=Non
     clips, X, Y = [], [], []
     for i in range(n):
         c = synth.clip(seed0 + i)
-        f = logmel(c.audio, cfg.n_mels)
+        f = features(c.audio, cfg.n_mels, cfg.time_features)
         clips.append(c)
         X.append(f)
         Y.append(frame_labels(c.faults, len(f)))
@@ -225,7 +227,8 @@ def export(net: FaultNet, calib: np.ndarray, out: Path, cfg: FaultTrainConfig,
         md = {"format": FORMAT, "format_version": 1, "name": out.stem,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "kinds": list(FAULT_TYPES), "block": cfg.block, "step": cfg.step,
-              "n_mels": cfg.n_mels, "quantization": "int8",
+              "n_mels": cfg.n_mels, "time_features": cfg.time_features,
+              "quantization": "int8",
               "io": {"features": ins[0]["name"], "frames": fr[0], "clip": cl[0]},
               "architecture": {"type": "bigru2-fc", "hidden": cfg.hidden,
                                "params": sum(p.numel() for p in net.parameters())},
@@ -270,7 +273,8 @@ def evaluate(model, clips: list[Clip], cfg: FaultTrainConfig,
     onset, offset, ev_tp, ev_fn, ev_fp = {k: [] for k in FAULT_TYPES}, \
         {k: [] for k in FAULT_TYPES}, np.zeros(K), np.zeros(K), np.zeros(K)
     for c in clips:
-        probs, _ = frame_probs(c.audio, model, cfg.block, cfg.step, K, cfg.n_mels)
+        probs, _ = frame_probs(c.audio, model, cfg.block, cfg.step, K, cfg.n_mels,
+                               cfg.time_features)
         y = frame_labels(c.faults, len(probs))
         pred = probs >= 0.5
         tru = y > 0.5
@@ -357,8 +361,8 @@ def run(cfg: FaultTrainConfig, out: Path, report_dir: Path, log=print,
     test, _, _ = make_set("test", cfg.test_clips, 10_000_000 + cfg.seed, cfg)
     if checkpoint and checkpoint.is_file():
         ck = torch.load(checkpoint, weights_only=False)
-        net = FaultNet(n_features(cfg.n_mels), cfg.hidden, np.zeros(n_features(cfg.n_mels)),
-                       np.ones(n_features(cfg.n_mels)))
+        nf = n_features(cfg.n_mels, cfg.time_features)
+        net = FaultNet(nf, cfg.hidden, np.zeros(nf), np.ones(nf))
         net.load_state_dict(ck["state"])
         net.eval()
         calib = ck["calib"]

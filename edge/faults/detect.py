@@ -20,7 +20,14 @@ from edge.dsp import DEFAULT_FRONT_END, FrontEnd, stft_step
 from edge.errors import HushlinkError
 from edge.faults import FAULT_TYPES
 from edge.faults.events import Event, EventConfig, EventTracker, frames_to_events
-from edge.faults.features import N_MELS, logmel, logmel_from_spec
+from edge.faults.features import (
+    N_MELS,
+    N_TIME,
+    features,
+    frame_windows,
+    logmel_from_spec,
+    time_features,
+)
 from edge.model import (
     ModelError,
     TensorCodec,
@@ -52,6 +59,7 @@ class FaultModelInfo:
     io: dict
     tflite_sha256: str
     metrics: dict
+    time_features: int = 0  # edge.faults.features.TIME_FEATURES after the log-mel bands
 
     @classmethod
     def load(cls, path: Path) -> FaultModelInfo:
@@ -60,11 +68,15 @@ class FaultModelInfo:
             raise ModelError(f"{path}: not a hushlink fault model (format "
                              f"{d.get('format') if isinstance(d, dict) else None!r})")
         try:
-            return cls(name=str(d["name"]), kinds=tuple(d["kinds"]), block=int(d["block"]),
+            info = cls(name=str(d["name"]), kinds=tuple(d["kinds"]), block=int(d["block"]),
                        step=int(d["step"]), n_mels=int(d["n_mels"]), io=dict(d["io"]),
-                       tflite_sha256=str(d["tflite_sha256"]), metrics=d.get("metrics", {}))
+                       tflite_sha256=str(d["tflite_sha256"]), metrics=d.get("metrics", {}),
+                       time_features=int(d.get("time_features", 0)))
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{path}: malformed fault model metadata ({e})") from None
+        if info.time_features not in (0, N_TIME):
+            raise ModelError(f"{path}: time_features must be 0 or {N_TIME}")
+        return info
 
 
 class TFLiteFaultModel:
@@ -174,11 +186,11 @@ class BlockStitcher:
 
 
 def frame_probs(x: np.ndarray, model: BlockModel, block: int = 100, step: int = 50,
-                n_classes: int = len(FAULT_TYPES), n_mels: int = N_MELS,
+                n_classes: int = len(FAULT_TYPES), n_mels: int = N_MELS, n_time: int = N_TIME,
                 fe: FrontEnd = DEFAULT_FRONT_END) -> tuple[np.ndarray, np.ndarray]:
     """(n,) float32 at 16 kHz -> ((n // hop + 1, classes) frame probs, (classes,) clip max)."""
     st = BlockStitcher(model, block, step, n_classes)
-    a = st.push(logmel(x, n_mels, fe))
+    a = st.push(features(x, n_mels, n_time, fe))
     b = st.flush()
     return np.concatenate([a, b]), st.clip_max
 
@@ -195,7 +207,8 @@ def detect(x: np.ndarray, model: TFLiteFaultModel | None = None,
     """Whole-signal detection: probabilities, clip decision and events (no measurement)."""
     model = model or TFLiteFaultModel()
     info = model.info
-    probs, clip = frame_probs(x, model, info.block, info.step, len(info.kinds), info.n_mels)
+    probs, clip = frame_probs(x, model, info.block, info.step, len(info.kinds), info.n_mels,
+                              info.time_features)
     events = frames_to_events(probs, cfg, info.kinds)
     return Detection(events, probs, {k: round(float(p), 3)
                                      for k, p in zip(info.kinds, clip, strict=True)})
@@ -216,6 +229,7 @@ class FaultMonitor:
         self.stitcher = BlockStitcher(self.model, info.block, info.step, len(info.kinds))
         self.tracker = EventTracker(cfg, info.kinds)
         self._state = np.zeros(fe.overlap, dtype=np.float32)
+        self._tail = np.zeros(fe.overlap, dtype=np.float32)  # the time features' overlap
         self._pending = np.zeros(0, dtype=np.float32)
         self._ring = np.zeros(0, dtype=np.float32)  # the last ``ring_s`` seconds, to measure
         self.ring_s = 3.0
@@ -238,6 +252,11 @@ class FaultMonitor:
         if not specs:
             return []
         feats = logmel_from_spec(np.stack(specs), self.model.info.n_mels, self.fe)
+        if self.model.info.time_features:  # the same frames as features() of the whole file
+            buf = np.concatenate([self._tail, x[:n * hop]])
+            self._tail = buf[len(buf) - self.fe.overlap:]
+            tf = time_features(frame_windows(buf, n, self.fe))[:, :self.model.info.time_features]
+            feats = np.concatenate([feats, tf], axis=1)
         return self.tracker.push(self.stitcher.push(feats))
 
     def flush(self) -> list[Event]:

@@ -1,9 +1,12 @@
 """Log-mel features for the fault classifier, built on the one STFT front end (edge.dsp).
 
 The classifier sees ``N_MELS`` log-mel bands of the shared 20 ms / 10 ms STFT plus one extra
-band holding bin 0 (DC), which no mel band resolves but which the DC-offset class needs.
-Frame ``t`` is centred on sample ``t * hop`` (edge.dsp's framing), so a label at sample ``n``
-belongs to frame ``round(n / hop)``.
+band holding bin 0 (DC), which no mel band resolves but which the DC-offset class needs, plus
+``N_TIME`` time-domain features of the same 20 ms frame (``time_features``): clipping and
+dropouts are properties of the waveform (flat tops, samples piling up at the frame's peak,
+exact zeros) that a power spectrum hardly shows.
+Frame ``t`` covers samples ``[t*hop - (win - hop), t*hop + hop)`` and is centred on sample
+``t * hop`` (edge.dsp's framing), so a label at sample ``n`` belongs to frame ``round(n / hop)``.
 """
 
 from __future__ import annotations
@@ -52,8 +55,51 @@ def mel_filterbank(n_mels: int = N_MELS, fe: FrontEnd = DEFAULT_FRONT_END,
     return fb.astype(np.float32)
 
 
-def n_features(n_mels: int = N_MELS) -> int:
-    return n_mels + 1
+TIME_FEATURES = ("near_peak_99", "near_peak_90", "near_peak_70", "crest", "flat_pairs",
+                 "peak", "zeros")
+N_TIME = len(TIME_FEATURES)
+SILENT = 1e-6  # |x| at or below this is digital silence (float32 of a 16-bit zero is 0.0)
+
+
+def n_features(n_mels: int = N_MELS, n_time: int = N_TIME) -> int:
+    return n_mels + 1 + n_time
+
+
+def frame_windows(buf: np.ndarray, n: int, fe: FrontEnd = DEFAULT_FRONT_END) -> np.ndarray:
+    """(n, win) contiguous float32 frames, row k = ``buf[k*hop : k*hop + win]``."""
+    buf = np.asarray(buf, dtype=np.float32)
+    idx = np.arange(n)[:, None] * fe.hop + np.arange(fe.win)[None, :]
+    return buf[idx]
+
+
+def time_features(frames: np.ndarray) -> np.ndarray:
+    """(T, win) float32 frames -> (T, N_TIME) float32, natural logs of level-free ratios.
+
+    Per frame, with a = |x| and m = max(a): the fractions of samples at >= 99 %, 90 % and 70 %
+    of m (a clipper piles samples up at its ceiling; tanh saturation fills the top of the
+    amplitude range), the crest factor m / rms (flattened peaks lower it), the fraction of
+    adjacent pairs that are within 1 % of m of each other while at >= 90 % of m (flat tops),
+    the peak itself (so the network can see a ceiling that stays put from frame to frame),
+    and the fraction of exactly-silent samples (dropouts). Fractions are (count + 1) /
+    (win + 1), so logs stay finite and comparable in size to the log-mel bands (one int8
+    input scale serves all features).
+    """
+    x = np.asarray(frames, dtype=np.float32)
+    n = x.shape[1]
+    a = np.abs(x)
+    m = a.max(axis=1, keepdims=True)
+    live = m > SILENT  # all-silent frames: no peak to be near
+    rms = np.sqrt(np.mean(np.square(x), axis=1, keepdims=True))
+
+    def frac(mask: np.ndarray) -> np.ndarray:
+        return (np.sum(mask & live, axis=1) + 1.0) / (n + 1.0)
+
+    flat = (np.abs(np.diff(x, axis=1)) <= 0.01 * m) & (a[:, 1:] >= 0.9 * m)
+    out = np.stack([
+        np.log(frac(a >= 0.99 * m)), np.log(frac(a >= 0.9 * m)), np.log(frac(a >= 0.7 * m)),
+        np.log(np.maximum(m[:, 0], 1e-7) / np.maximum(rms[:, 0], 1e-7)),
+        np.log(frac(flat)), np.log(m[:, 0] + 1e-4), np.log(frac(a <= SILENT))], axis=1)
+    return out.astype(np.float32)
 
 
 def logmel_from_spec(spec: np.ndarray, n_mels: int = N_MELS,
@@ -63,6 +109,18 @@ def logmel_from_spec(spec: np.ndarray, n_mels: int = N_MELS,
     mel = p @ mel_filterbank(n_mels, fe).T
     dc = p[:, :1]
     return np.log(np.concatenate([mel, dc], axis=1) + LOG_FLOOR).astype(np.float32)
+
+
+def features(x: np.ndarray, n_mels: int = N_MELS, n_time: int = N_TIME,
+             fe: FrontEnd = DEFAULT_FRONT_END) -> np.ndarray:
+    """(n,) float samples -> (n // hop + 1, n_features) float32: log-mel + DC [+ time]."""
+    lm = logmel(x, n_mels, fe)
+    if not n_time:
+        return lm
+    buf = np.concatenate([np.zeros(fe.overlap, np.float32), np.asarray(x, np.float32),
+                          np.zeros(fe.win, np.float32)])
+    return np.concatenate([lm, time_features(frame_windows(buf, len(lm), fe))[:, :n_time]],
+                          axis=1)
 
 
 def logmel(x: np.ndarray, n_mels: int = N_MELS, fe: FrontEnd = DEFAULT_FRONT_END) -> np.ndarray:
