@@ -10,7 +10,10 @@
 3. End-to-end added latency through PulseAudio: a duplex client plays noise bursts into sink
    ``vin`` and records ``vout.monitor`` while ``edge-denoise live --bypass`` runs vin -> vout
    (bypass: the same per-hop path and model call, mask not applied, so bursts survive); the
-   client's own round trip (recording ``vin.monitor`` directly) is subtracted.
+   client's own round trip (recording ``vin.monitor`` directly) is subtracted. A bare
+   PortAudio passthrough (same streams, period and latency setting; callback -> deque ->
+   callback, no resampling, no model) measured the same way gives what the sound-server path
+   itself costs; the loop's own share is the difference.
 
 Usage: .venv/bin/python benchmarks/edge_loop.py [--minutes 2] [--seconds 60]
 """
@@ -239,9 +242,38 @@ def client_delay_ms(pulse: Pulse, source: str, x: np.ndarray, tmp: Path) -> floa
     return float(np.argmax(xc)) / 48.0
 
 
+PASSTHROUGH = r"""
+import collections, sys, time
+import numpy as np, sounddevice as sd
+period = int(sys.argv[1])
+q, buf = collections.deque(), [np.zeros(0, np.float32)]
+def incb(indata, frames, t, status):
+    q.append(indata[:, 0].copy())
+def outcb(outdata, frames, t, status):
+    b = buf[0]
+    while len(b) < frames and q:
+        b = np.concatenate([b, q.popleft()])
+    n = min(frames, len(b))
+    outdata[:n, 0], outdata[n:, 0] = b[:n], 0.0
+    buf[0] = b[n:]
+    while sum(len(c) for c in q) > 2 * period:  # as the loop's sink: no standing backlog
+        q.popleft()
+kw = dict(samplerate=48000, blocksize=period, channels=1, dtype="float32", latency="low")
+i, o = sd.InputStream(callback=incb, **kw), sd.OutputStream(callback=outcb, **kw)
+i.start(); o.start()
+time.sleep(float(sys.argv[2]))
+"""
+
+
 def added_latency(pulse: Pulse, model: Path, tmp: Path, repeats: int = 3) -> dict:
     x = bursts()
     base = [client_delay_ms(pulse, "vin.monitor", x, tmp) for _ in range(repeats)]
+    env = {**pulse.env, "PULSE_SOURCE": "vin.monitor", "PULSE_SINK": "vout"}
+    bare = subprocess.Popen([sys.executable, "-c", PASSTHROUGH, "480", "60"], env=env)
+    time.sleep(2.0)
+    passthrough = [client_delay_ms(pulse, "vout.monitor", x, tmp) for _ in range(repeats)]
+    bare.kill()
+    bare.wait()
     live = subprocess.Popen([*LIVE, "--model", str(model), "--bypass", "--play",
                              "--profile", str(bench_profile(tmp)),
                              "--summary", str(tmp / "lat.json")],
@@ -254,11 +286,18 @@ def added_latency(pulse: Pulse, model: Path, tmp: Path, repeats: int = 3) -> dic
     live.wait(20)
     s = json.loads((tmp / "lat.json").read_text())
     added = np.array(through) - np.median(base)
+    server = np.array(passthrough) - np.median(base)
+    own = np.array(through) - np.median(passthrough)
     period_ms = s["period_frames"] / s["capture_rate"] * 1e3
     return {"client_round_trip_ms": [round(v, 2) for v in base],
+            "through_passthrough_ms": [round(v, 2) for v in passthrough],
             "through_loop_ms": [round(v, 2) for v in through],
             "added_ms_median": round(float(np.median(added)), 2),
             "added_ms_max": round(float(np.max(added)), 2),
+            "sound_server_path_ms_median": round(float(np.median(server)), 2),
+            "loop_own_ms_median": round(float(np.median(own)), 2),
+            "loop_own_ms_max": round(float(np.max(own)), 2),
+            "playback_trimmed_ms": s.get("playback_trimmed_ms", 0.0),
 
             "algorithmic_latency_ms": s["algorithmic_latency_ms"],
             "device_period_ms": round(period_ms, 2),
@@ -288,11 +327,16 @@ def markdown(res: dict) -> str:
               f"| RSS start -> end MB (slope MB/min) | {lr['rss_mb_start']} -> {lr['rss_mb_end']}"
               f" ({lr['rss_slope_mb_per_min']}) | flat |",
               f"| CPU % of one core | {lr['cpu_percent']} | |",
-              f"| added latency through PulseAudio, median / max ms | {lat['added_ms_median']} / "
-              f"{lat['added_ms_max']} | <= {lat['target_ms']} (algorithmic "
+              f"| end to end through PulseAudio (loop), median / max ms | "
+              f"{lat['added_ms_median']} / {lat['added_ms_max']} | |",
+              f"| of which the sound-server path (bare passthrough), median ms | "
+              f"{lat['sound_server_path_ms_median']} | |",
+              f"| of which the loop itself, median / max ms | {lat['loop_own_ms_median']} / "
+              f"{lat['loop_own_ms_max']} | <= {lat['target_ms']} (algorithmic "
               f"{lat['algorithmic_latency_ms']} + period {lat['device_period_ms']} + 10) |",
-              f"| playback periods dropped to bound latency / underruns | "
-              f"{lat['playback_dropped_periods']} / {lat['loop_underruns']} | |", ""]
+              f"| playback: start-up periods dropped / backlog trimmed ms / underruns | "
+              f"{lat['playback_dropped_periods']} / {lat['playback_trimmed_ms']} / "
+              f"{lat['loop_underruns']} | |", ""]
     return "\n".join(lines)
 
 

@@ -230,6 +230,8 @@ class LiveLoop:
         summary["underruns"] += sum(int(getattr(s, "underruns", 0)) for s in self.sinks)
         summary["playback_dropped_periods"] = sum(int(getattr(s, "dropped_periods", 0))
                                                   for s in self.sinks)
+        summary["playback_trimmed_ms"] = round(sum(float(getattr(s, "trimmed_ms", 0.0))
+                                                    for s in self.sinks), 1)
         return summary
 
 

@@ -12,6 +12,7 @@ thread only, so implementations need no locking of their own beyond what they ha
 
 from __future__ import annotations
 
+import math
 import queue
 from collections.abc import Callable
 from pathlib import Path
@@ -96,20 +97,31 @@ class NullSink:
 class PlaybackSink:
     """An output device. The worker queues blocks; the device callback pops them.
 
-    The callback never blocks: an empty queue plays silence and counts an underrun. The
-    queue is kept short (``max_periods``): when the worker gets ahead (a burst after a
-    capture hiccup, the start-up), the oldest periods are dropped and counted, because a
-    queue that stays full is latency that never goes away.
+    The callback never blocks: an empty queue plays silence and counts an underrun. Audio
+    that waits here is latency, and a burst (start-up, a capture hiccup) leaves a standing
+    backlog that never drains by itself, since input and output run at the same rate. So
+    the callback watches the smallest backlog over each ``trim_window_s``; when even that
+    minimum exceeds one period (or one written block, if larger), the excess is cut out with
+    a short crossfade (counted in ``trimmed_ms``). A full queue (``max_periods``, at least
+    60 ms) drops its oldest period as a last resort.
     """
 
+    XFADE = 48  # samples of crossfade over a trim: 1 ms at 48 kHz, no click
+
     def __init__(self, device: str | int | None, rate: int, period: int,
-                 max_periods: int = 6, prefill: int = 2):
+                 max_periods: int = 6, prefill: int = 2, trim_window_s: float = 0.5):
         import sounddevice as sd
 
         self.rate, self.period = int(rate), int(period)
         self.underruns = 0
         self.dropped_periods = 0
-        self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=max_periods)
+        self.trimmed_ms = 0.0
+        self._trim_window = max(1, round(trim_window_s * self.rate / self.period))
+        self._calls, self._min_backlog = 0, None
+        # at least 60 ms of room: a writer's block (one hop) may span several small periods
+        self._q: queue.Queue[np.ndarray] = queue.Queue(
+            maxsize=max(max_periods, math.ceil(0.06 * self.rate / self.period)))
+        self._keep = self.period  # the backlog worth keeping: a period, or a writer's block
         self._pending = np.zeros(0, dtype=np.float32)
         self._buf = np.zeros(0, dtype=np.float32)
         self._prefill = prefill
@@ -143,8 +155,33 @@ class PlaybackSink:
             out[filled:filled + n] = self._buf[:n]
             self._buf = self._buf[n:]
             filled += n
+        self._watch_backlog()
+
+    def _watch_backlog(self) -> None:
+        """Called after each callback: trim a backlog that stayed above one period."""
+        backlog = len(self._buf) + self._q.qsize() * self.period
+        self._min_backlog = backlog if self._min_backlog is None else min(self._min_backlog,
+                                                                          backlog)
+        self._calls += 1
+        if self._calls < self._trim_window:
+            return
+        excess = self._min_backlog - self._keep
+        self._calls, self._min_backlog = 0, None
+        if excess > 0:
+            self._trim(excess)
+
+    def _trim(self, excess: int) -> None:
+        parts = [self._buf]
+        while True:
+            try:
+                parts.append(self._q.get_nowait())
+            except queue.Empty:
+                break
+        self._buf = drop_with_crossfade(np.concatenate(parts), excess, self.XFADE)
+        self.trimmed_ms += 1e3 * excess / self.rate
 
     def write(self, block: np.ndarray) -> None:
+        self._keep = max(self._keep, len(block))
         self._pending = np.concatenate([self._pending, block.astype(np.float32)])
         while len(self._pending) >= self.period:
             chunk = self._pending[:self.period].copy()
@@ -169,3 +206,15 @@ class PlaybackSink:
             self._stream.close()
         except Exception:  # a vanished device must not turn a clean stop into a traceback
             pass
+
+
+def drop_with_crossfade(x: np.ndarray, n: int, xfade: int) -> np.ndarray:
+    """``x`` with ``n`` samples cut from its start, the cut hidden by a ``xfade``-sample
+    linear crossfade from the audio that would have played into the audio that now plays.
+    Too short a buffer for the fade: a plain cut."""
+    n = min(int(n), len(x))
+    if xfade <= 0 or n + xfade > len(x):
+        return x[n:].copy()
+    w = np.linspace(0.0, 1.0, xfade, endpoint=False, dtype=np.float32)
+    head = (1 - w) * x[:xfade] + w * x[n:n + xfade]
+    return np.concatenate([head, x[n + xfade:]]).astype(np.float32)

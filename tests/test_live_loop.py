@@ -18,7 +18,7 @@ import soundfile as sf
 from edge.denoise import Denoiser
 from edge.dsp import FrontEnd
 from edge.live import LiveLoop, LoopConfig
-from edge.sinks import CallbackSink, NullSink, RecordSink
+from edge.sinks import CallbackSink, NullSink, RecordSink, drop_with_crossfade
 from edge.sources import FileSource
 
 
@@ -145,3 +145,17 @@ def test_ptp_lock_measures_and_corrects_the_card_rate():
     assert s["error"] is None and s["overruns"] == 0
     assert s["media_clock_ppm"] == pytest.approx(true_ppm, abs=250)
     assert media.produced > len(x) * (1 + 0.5 * abs(true_ppm) * 1e-6)  # stretched toward PTP
+
+
+def test_playback_trim_crossfades_out_the_excess():
+    """The backlog trim cuts exactly n samples and hides the cut: a sine with a phase jump
+    at the cut steps no further than the sine itself does."""
+    t = np.arange(4800) / 48_000
+    x = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    y = drop_with_crossfade(x, 517, 48)
+    assert len(y) == len(x) - 517
+    assert y[0] == x[0] and np.array_equal(y[48:], x[517 + 48:])
+    assert np.max(np.abs(np.diff(y))) <= 1.05 * np.max(np.abs(np.diff(x)))
+    plain = x[517:]  # what a cut without the fade plays after x[0]
+    assert abs(plain[0] - x[0]) > 5 * np.max(np.abs(np.diff(x)))
+    assert len(drop_with_crossfade(x[:100], 80, 48)) == 20  # too short to fade: a plain cut
