@@ -68,13 +68,10 @@ def check_samples(x: np.ndarray, what: str, allow_silence: bool = False) -> None
         raise AudioError(f"{what}: is digital silence (all samples are zero)")
 
 
-def load_audio(path: str | os.PathLike, rate: int = PROCESSING_RATE, channel: int | None = None,
-               allow_silence: bool = False, max_seconds: float = MAX_SECONDS) -> AudioClip:
-    """Read any soundfile-supported file as float32 mono at ``rate``.
-
-    Raises AudioError for a missing file, an unsupported or corrupt format, an empty,
-    silent-only or absurdly long file, and NaN/inf samples.
-    """
+def probe_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> sf._SoundFileInfo:
+    """The header of an audio file, checked: exists, is a file libsndfile reads, has samples,
+    is not absurdly long. Cheap (no decoding), so commands can check their input before
+    loading a model. Raises AudioError naming the problem."""
     p = Path(path)
     if not p.exists():
         raise AudioError(f"{p}: no such file")
@@ -90,6 +87,18 @@ def load_audio(path: str | os.PathLike, rate: int = PROCESSING_RATE, channel: in
     if info.samplerate <= 0 or info.frames / info.samplerate > max_seconds:
         raise AudioError(f"{p}: {info.frames} frames at {info.samplerate} Hz is longer than the "
                          f"{max_seconds / 3600:.1f} h limit (or the header is corrupt)")
+    return info
+
+
+def load_audio(path: str | os.PathLike, rate: int = PROCESSING_RATE, channel: int | None = None,
+               allow_silence: bool = False, max_seconds: float = MAX_SECONDS) -> AudioClip:
+    """Read any soundfile-supported file as float32 mono at ``rate``.
+
+    Raises AudioError for a missing file, an unsupported or corrupt format, an empty,
+    silent-only or absurdly long file, and NaN/inf samples.
+    """
+    p = Path(path)
+    info = probe_audio(p, max_seconds)
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:

@@ -123,6 +123,20 @@ def denoise_offline(model: MaskModel, x: np.ndarray, bypass: bool = False) -> np
     return istft(spec, len(x), fe)
 
 
+def check_file_job(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Refuse a job before any work (or model loading): unreadable input, output that would
+    overwrite the input, an output format we cannot write."""
+    from edge.audio import probe_audio, same_file
+    from edge.errors import AudioError
+
+    probe_audio(src)
+    if same_file(src, dst):
+        raise AudioError(f"{dst}: refusing to overwrite the input file; choose another output")
+    if Path(dst).suffix.lower() not in (".wav", ".flac", ".ogg"):
+        raise AudioError(f"{dst}: unsupported output format {Path(dst).suffix!r}; "
+                         "use .wav, .flac or .ogg")
+
+
 def denoise_file(src: str | os.PathLike, dst: str | os.PathLike, model: MaskModel,
                  progress: Callable[[int, int], None] | None = None,
                  bypass: bool = False) -> dict:
@@ -132,14 +146,9 @@ def denoise_file(src: str | os.PathLike, dst: str | os.PathLike, model: MaskMode
     ``progress(done, total)`` counts samples at the model rate. Returns a summary dict
     (seconds of audio, wall time, real-time factor).
     """
-    from edge.audio import load_audio, resample, same_file, save_audio
-    from edge.errors import AudioError
+    from edge.audio import load_audio, resample, save_audio
 
-    if same_file(src, dst):
-        raise AudioError(f"{dst}: refusing to overwrite the input file; choose another output")
-    if Path(dst).suffix.lower() not in (".wav", ".flac", ".ogg"):
-        raise AudioError(f"{dst}: unsupported output format {Path(dst).suffix!r}; "
-                         "use .wav, .flac or .ogg")
+    check_file_job(src, dst)
     fe = model.front_end
     clip = load_audio(src, rate=fe.sample_rate)
     frames = sf.info(str(src)).frames

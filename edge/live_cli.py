@@ -28,9 +28,10 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edge.denoise import denoise_file
+    from edge.denoise import check_file_job, denoise_file
     from edge.model import StepModel
 
+    check_file_job(src, dst)  # a bad path fails before the model (and LiteRT's log) loads
     model = StepModel(model_path, num_threads=threads)
     bar = Progress(TextColumn("denoising"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeRemainingColumn(), console=err_console, transient=True)

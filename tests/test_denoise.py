@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,14 @@ def test_file_command_bad_inputs_are_one_line_errors(test_model, tone, tmp_path)
                                       str(tmp_path / "o.wav"), "-m", str(test_model)])
     assert bad_in.exit_code == 1 and bad_in.output.startswith("Error: ")
     assert not (tmp_path / "o.wav").exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_file_command_checks_its_input_before_loading_a_model(tmp_path):
+    """A typo in the path answers with one line, without the interpreter's start-up log:
+    the input is checked before any model is loaded (a model path that does not exist
+    would fail too, so reaching that error would show the order is wrong)."""
+    r = subprocess.run([sys.executable, "-m", "edge", "file", str(tmp_path / "nope.wav"),
+                        str(tmp_path / "o.wav"), "-m", str(tmp_path / "no-model.tflite")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert (r.stdout + r.stderr).strip() == f"Error: {tmp_path / 'nope.wav'}: no such file"
