@@ -14,7 +14,7 @@ import torch
 from training.config import TrainConfig
 from training.data import Mixer
 from training.loss import adaptive_loss, mask_mse, si_sdr
-from training.progress import bar, load_checkpoint, save_checkpoint
+from training.progress import bar, fast_forward, load_checkpoint, save_checkpoint
 from training.student import Student
 from training.teacher import Teacher, _t, enhance, feature_stats
 
@@ -58,9 +58,7 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
             o.load_state_dict(state["opts"][n])
     scheds = {n: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=sc.lr, total_steps=sc.steps,
                                                      pct_start=0.1) for n, o in opts.items()}
-    for _ in range(state["step"]):
-        for s in scheds.values():
-            s.step()
+    fast_forward(scheds.values(), state["step"])
 
     def save(step: int) -> None:
         save_checkpoint(ckpt, {

@@ -59,3 +59,16 @@ def save_checkpoint(path: Path, obj: dict) -> None:
 
 def load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def fast_forward(schedulers, steps: int) -> None:
+    """Advance LR schedulers to ``steps`` on resume. No optimizer step precedes these calls,
+    which is what torch's "lr_scheduler.step() before optimizer.step()" warning is about;
+    here it is intended, so it is silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        for _ in range(steps):
+            for s in schedulers:
+                s.step()

@@ -23,7 +23,7 @@ from torch import nn
 from training.config import TeacherConfig, TrainConfig
 from training.data import Mixer
 from training.loss import mask_mse, si_sdr
-from training.progress import bar, load_checkpoint, save_checkpoint
+from training.progress import bar, fast_forward, load_checkpoint, save_checkpoint
 from training.torchdsp import istft
 
 N_BINS = 161
@@ -114,8 +114,7 @@ def train_teacher(cfg: TrainConfig, train: Mixer, val: Mixer, ckpt: Path, quiet:
         opt.load_state_dict(state["opt"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.steps,
                                                 pct_start=0.1)
-    for _ in range(state["step"]):
-        sched.step()
+    fast_forward([sched], state["step"])
 
     def save(phase: str, step: int) -> None:
         save_checkpoint(ckpt, {"model": teacher.state_dict(), "opt": opt.state_dict(),
