@@ -2,8 +2,8 @@
 
 The capture callback only copies a block and ``put_nowait``s it (a full queue is counted as an
 overrun, never waited on). One worker thread owns the model: it resamples the native-rate
-blocks to the model rate with a streaming soxr resampler, runs ``Denoiser.process_hop`` per
-10 ms hop and resamples back to each sink's rate. The main thread only watches: the status
+blocks to the model rate (edge.stream_resample), runs ``Denoiser.process_hop`` per 10 ms hop
+and resamples back to each sink's rate. The main thread only watches: the status
 line, the duration, signals (SIGINT/SIGTERM stop, SIGUSR1 toggles bypass) and device loss.
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 from edge.denoise import Denoiser
 from edge.errors import HushlinkError
 from edge.loopstats import LoopStats
+from edge.stream_resample import StreamResampler
 
 
 class DeviceLostError(HushlinkError):
@@ -37,22 +38,9 @@ class LoopConfig:
     stall_timeout_s: float = 2.0  # no audio for this long = the device is gone
     cpu_affinity: tuple[int, ...] = ()
     realtime_priority: int = 0
-    # soxr streaming holds back half its filter: HQ costs ~21 ms each way, LQ ~6 ms, with a
-    # passband (~91% of Nyquist) that is plenty for 16 kHz speech. Latency wins on a live path.
-    resample_quality: str = "LQ"
-
-
-class _Resampler:
-    """Streaming soxr resampler (identity when the rates match); (n,) float32 -> (m,)."""
-
-    def __init__(self, rate_in: int, rate_out: int, quality: str):
-        import soxr
-
-        self._rs = None if rate_in == rate_out else soxr.ResampleStream(
-            rate_in, rate_out, 1, dtype="float32", quality=quality)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return x if self._rs is None else self._rs.resample_chunk(x)
+    # native <-> 16 kHz: "MP" = minimum-phase FIR (~0.2 ms each way, integer ratios; soxr LQ
+    # for others); soxr's streaming qualities hold back half their filter (LQ 6 ms, HQ 21 ms)
+    resample_quality: str = "MP"
 
 
 class LiveLoop:
@@ -74,6 +62,7 @@ class LiveLoop:
         self.stop_event = threading.Event()
         self.error: str | None = None
         self.audio_s = 0.0
+        self.resampler = "identity"  # what the worker resamples with (in the summary)
         self.stop_requested = False
         self.setup_warnings: list[str] = []
         self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=config.queue_blocks)
@@ -108,8 +97,9 @@ class LiveLoop:
         self._tune_thread()
         den, st, hop = self.denoiser, self.stats, self.denoiser.hop
         model_rate = den.fe.sample_rate
-        to_model = _Resampler(self.source.rate, model_rate, self.config.resample_quality)
-        to_sinks = [_Resampler(model_rate, s.rate, self.config.resample_quality)
+        to_model = StreamResampler(self.source.rate, model_rate, self.config.resample_quality)
+        self.resampler = to_model.kind
+        to_sinks = [StreamResampler(model_rate, s.rate, self.config.resample_quality)
                     for s in self.sinks]
         pending = np.zeros(0, dtype=np.float32)
         limit = None if self.config.duration_s is None else int(
@@ -219,7 +209,7 @@ class LiveLoop:
                    "cpu_percent": round(100 * (time.process_time() - cpu0) / max(wall, 1e-9), 2),
                    "peak_rss_mb": round(_peak_rss_mb(), 1),
                    "capture_rate": self.source.rate, "period_frames": self.source.period,
-                   "model_rate": self.denoiser.fe.sample_rate,
+                   "model_rate": self.denoiser.fe.sample_rate, "resampler": self.resampler,
                    "algorithmic_latency_ms": round(self.denoiser.algorithmic_latency_s * 1e3, 3),
                    "bypass": self.denoiser.bypass, "warnings": self.setup_warnings}
         summary.update(self.stats.summary())

@@ -83,9 +83,11 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
 @click.option("--bypass", is_flag=True, help="Start in bypass (SIGUSR1 toggles at runtime).")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Also write the JSON summary to this file.")
-@click.option("--resample-quality", type=click.Choice(["QQ", "LQ", "MQ", "HQ", "VHQ"]),
-              default="LQ", show_default=True,
-              help="soxr quality native <-> 16 kHz; higher costs latency (HQ: ~21 ms each way).")
+@click.option("--resample-quality", type=click.Choice(["MP", "QQ", "LQ", "MQ", "HQ", "VHQ"]),
+              default="MP", show_default=True,
+              help="Native <-> 16 kHz resampling. MP: minimum-phase FIR, ~0.2 ms each way "
+              "(48/32 kHz; soxr LQ for other rates); the soxr qualities cost latency "
+              "(LQ ~6 ms, HQ ~21 ms each way).")
 @click.option("--stream", metavar="URL",
               help="Also send the denoised stream over RTP/Opus: udp://HOST:PORT or tcp://HOST:PORT.")
 @click.option("--bitrate", default=64, show_default=True, type=int,
@@ -152,7 +154,7 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
 
 def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
              model_path=None, rate=None, record=None, record_input=None, play=None,
-             bypass=False, resample_quality="LQ", quiet=True, extra_sinks=(),
+             bypass=False, resample_quality="MP", quiet=True, extra_sinks=(),
              fault_events=None, ptp_lock=False) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 

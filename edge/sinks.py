@@ -95,15 +95,16 @@ class NullSink:
 
 
 class PlaybackSink:
-    """An output device. The worker queues blocks; the device callback pops them.
+    """An output device. The worker queues blocks as they come; the device callback pops them.
 
-    The callback never blocks: an empty queue plays silence and counts an underrun. Audio
-    that waits here is latency, and a burst (start-up, a capture hiccup) leaves a standing
-    backlog that never drains by itself, since input and output run at the same rate. So
-    the callback watches the smallest backlog over each ``trim_window_s``; when even that
-    minimum exceeds one period (or one written block, if larger), the excess is cut out with
-    a short crossfade (counted in ``trimmed_ms``). A full queue (``max_periods``, at least
-    60 ms) drops its oldest period as a last resort.
+    The callback never blocks: an empty queue plays silence and counts an underrun. Blocks
+    are queued whole (no re-chunking to periods, which would hold back a partial period).
+    Audio that waits here is latency, and a burst (start-up, a capture hiccup) leaves a
+    standing backlog that never drains by itself, since input and output run at the same
+    rate. So the callback watches the smallest backlog left after it over each
+    ``trim_window_s``; whatever of that minimum exceeds one period is cut out with a short
+    crossfade (counted in ``trimmed_ms``). A full queue (at least 60 ms) drops its oldest
+    block as a last resort (counted in ``dropped_periods``).
     """
 
     XFADE = 48  # samples of crossfade over a trim: 1 ms at 48 kHz, no click
@@ -116,13 +117,13 @@ class PlaybackSink:
         self.underruns = 0
         self.dropped_periods = 0
         self.trimmed_ms = 0.0
+        self.margin = self.period  # backlog kept against callback/worker jitter
         self._trim_window = max(1, round(trim_window_s * self.rate / self.period))
         self._calls, self._min_backlog = 0, None
         # at least 60 ms of room: a writer's block (one hop) may span several small periods
         self._q: queue.Queue[np.ndarray] = queue.Queue(
             maxsize=max(max_periods, math.ceil(0.06 * self.rate / self.period)))
-        self._keep = self.period  # the backlog worth keeping: a period, or a writer's block
-        self._pending = np.zeros(0, dtype=np.float32)
+        self._block = self.period  # the writer's block length, to size the queued backlog
         self._buf = np.zeros(0, dtype=np.float32)
         self._prefill = prefill
         try:
@@ -158,14 +159,14 @@ class PlaybackSink:
         self._watch_backlog()
 
     def _watch_backlog(self) -> None:
-        """Called after each callback: trim a backlog that stayed above one period."""
-        backlog = len(self._buf) + self._q.qsize() * self.period
+        """Called after each callback: trim what of the backlog never got used."""
+        backlog = len(self._buf) + self._q.qsize() * self._block
         self._min_backlog = backlog if self._min_backlog is None else min(self._min_backlog,
                                                                           backlog)
         self._calls += 1
         if self._calls < self._trim_window:
             return
-        excess = self._min_backlog - self._keep
+        excess = self._min_backlog - self.margin
         self._calls, self._min_backlog = 0, None
         if excess > 0:
             self._trim(excess)
@@ -181,22 +182,21 @@ class PlaybackSink:
         self.trimmed_ms += 1e3 * excess / self.rate
 
     def write(self, block: np.ndarray) -> None:
-        self._keep = max(self._keep, len(block))
-        self._pending = np.concatenate([self._pending, block.astype(np.float32)])
-        while len(self._pending) >= self.period:
-            chunk = self._pending[:self.period].copy()
-            self._pending = self._pending[self.period:]
-            while True:
+        if not len(block):
+            return
+        self._block = len(block)
+        block = np.asarray(block, dtype=np.float32).copy()
+        while True:
+            try:
+                self._q.put_nowait(block)
+                break
+            except queue.Full:
                 try:
-                    self._q.put_nowait(chunk)
-                    break
-                except queue.Full:
-                    try:
-                        self._q.get_nowait()  # drop the oldest period: bound the latency
-                        self.dropped_periods += 1
-                    except queue.Empty:
-                        pass
-        if not self._started and self._q.qsize() >= self._prefill:
+                    self._q.get_nowait()  # drop the oldest block: bound the latency
+                    self.dropped_periods += 1
+                except queue.Empty:
+                    pass
+        if not self._started and self._q.qsize() * self._block >= self._prefill * self.period:
             self._stream.start()
             self._started = True
 
