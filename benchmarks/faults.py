@@ -3,14 +3,14 @@
 * classifier quality on the synthetic held-out split (speakers and noises unseen in
   training): frame-level macro F1 (target ≥ 0.9), accuracy, per-class P/R/F1, event onset and
   offset errors, through the int8 TFLite model and the runtime's own block stitching;
-* false alarms on 10 minutes of clean held-out speech (full pipeline: detect + measure);
+* false alarms on 30 minutes of clean held-out speech (full pipeline: detect + measure);
 * repair quality on injected faults: hum at the fundamental, rumble below the corner, DC,
   SI-SDR before/after, largest sample jump relative to the programme's own;
 * cost: int8 classifier per 10 ms hop (target ≤ 0.2 ms), streaming mixer per hop (target
   ≤ 0.1 ms), offline fix per hop of a faulty segment.
 
 Writes benchmarks/results/faults.json and faults.md (+ faults_confusion.png).
-Usage: python benchmarks/faults.py [--clips 200] [--clean-minutes 10] [--model PATH]
+Usage: python benchmarks/faults.py [--clips 200] [--clean-minutes 30] [--model PATH]
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def markdown(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=200)
-    ap.add_argument("--clean-minutes", type=float, default=10.0)
+    ap.add_argument("--clean-minutes", type=float, default=30.0)
     ap.add_argument("--model")
     a = ap.parse_args()
     import platform

@@ -75,12 +75,13 @@ def test_training_loop_smoke(shared_data):
     """A few optimiser steps on a handful of synthetic clips: the loss is finite and falls."""
     import torch
 
+    from edge.faults.features import n_features
     from training.faults_train import FaultTrainConfig, make_set, train
     torch.set_num_threads(1)
     cfg = FaultTrainConfig(train_clips=6, clip_seconds=2.0, batch=8, max_steps=12,
                            minutes=1.0, block=32, step=24, hidden=8)
     clips, X, Y = make_set("train", cfg.train_clips, 0, cfg)
-    assert X.shape == (6, 201, 41) and Y.shape == (6, 201, 7)
+    assert X.shape == (6, 201, n_features()) and Y.shape == (6, 201, 7)
     logs: list[str] = []
     net = train(cfg, X, Y, logs.append)
     fl, cl = net(torch.from_numpy(X[:2, :32]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ MODEL = os.environ.get("HUSHLINK_FAULT_MODEL")  # default: the shipped edge/mode
 # (start, end) in samples per kind, inside 5 s of held-out programme
 SPANS = {"dropout": (32_000, 33_600), "dc": (24_000, 48_000)}
 PARAMS = {"clipping": {"mode": "hard", "level": 0.25}}
-MAX_FALSE_ALARMS_PER_MIN = 3.0
+MAX_FALSE_ALARMS_PER_MIN = 0.6  # measured: 1 event in these 5 min, 8 in the benchmark's 30
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,11 @@ def test_each_fault_is_found_with_endpoints_within_50ms(model, synth, kind, seed
     events, clip = analyse(x, model)
     same = [ev for ev in events if ev.kind == kind]
     assert same, f"{kind} not detected; got {[(v.kind, v.start_s, v.end_s) for v in events]}"
-    ev = min(same, key=lambda v: abs(v.start_s - f.start / SR))
+    if kind == "clipping":  # bursts: the loud syllables, one event per passage of them
+        inside = [v for v in same if v.start_s < f.end / SR and v.end_s > f.start / SR]
+        ev = replace(inside[0], end_s=inside[-1].end_s) if inside else same[0]
+    else:
+        ev = min(same, key=lambda v: abs(v.start_s - f.start / SR))
     assert abs(ev.start_s - f.start / SR) <= 0.05, (ev, f)
     assert abs(ev.end_s - f.end / SR) <= 0.05, (ev, f)
     assert clip[kind] >= 0.5
@@ -60,9 +65,10 @@ def test_clean_speech_gives_no_events(model, synth):
         found += [(i, ev.kind, round(ev.start_s, 2)) for ev in events]
     minutes = n_clips * 5 / 60
     print(f"false alarms: {len(found)} in {minutes:.1f} min of clean speech: {found}")
-    # The target is none; the shipped model does not reach it (README, benchmark):
-    # the held-out noise recordings contain real beeps and digital-silence gaps that look
-    # like howl and dropouts. This bound catches a regression.
+    # The target is none; the shipped model is close but not there (README,
+    # benchmark: 0 in the first 10 minutes, 8 in 30): the held-out noise recordings hold real
+    # beeps, a mains tone and noise bursts that are howl, hum and hiss to any listener. The
+    # bound (3 in 5 minutes) leaves room for int8 rounding across machines.
     assert len(found) <= MAX_FALSE_ALARMS_PER_MIN * minutes, found
 
 

@@ -40,6 +40,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HOLDOUT_BUCKETS = 5  # 1 in 5 speakers (by label hash) is held out for test/eval
 CLIP_JOIN = 960  # samples (60 ms): clipped runs closer than this are one audible span
 CLIP_MIN_SAMPLES = 3  # clipped samples a 20 ms frame needs to be labelled clipping
+PROGRAMME_PEAK = 0.98  # the fault-free programme is scaled down to stay below this (no clipping)
 FLOOR_DBFS = (-85.0, -70.0)  # a microphone + ADC self-noise: a live recording is never 0.0
 
 
@@ -304,7 +305,8 @@ class Synth:
         """Fault-free programme: speech utterances back to back + room noise at 25-50 dB SNR +
         the self-noise of a microphone and ADC (-85 to -70 dBFS; the corpus's noise files have
         stretches of digital zeros, which where they meet a pause between utterances made
-        "clean" programme with real dropouts in it)."""
+        "clean" programme with real dropouts in it), scaled down where its peak would pass
+        ``PROGRAMME_PEAK`` (it was clipped at full scale: real clipping in "clean" audio)."""
         out = np.zeros(0, dtype=np.float32)
         while len(out) < self.n:
             s = self.cache.get(self.speech[rng.integers(len(self.speech))])
@@ -319,7 +321,9 @@ class Synth:
         nz = nz[o:o + self.n]
         nz = nz / (rms(nz) + 1e-9) * rms(speech) * 10 ** (-rng.uniform(25, 50) / 20)
         floor = rng.standard_normal(self.n) * 10 ** (rng.uniform(*FLOOR_DBFS) / 20)
-        return np.clip(speech + nz + floor, -1, 1).astype(np.float32)
+        y = speech + nz + floor
+        peak = float(np.max(np.abs(y)))  # a careful engineer's gain: the programme never clips
+        return (y * (PROGRAMME_PEAK / peak if peak > PROGRAMME_PEAK else 1.0)).astype(np.float32)
 
     def spans(self, rng: np.random.Generator) -> list[tuple[str, int, int]]:
         if rng.random() < self.p_clean:

@@ -264,6 +264,31 @@ def _prf(tp, fp, fn):
     return p, r, 2 * p * r / max(p + r, 1e-9)
 
 
+def match_events(events, spans: list[tuple[str, float, float]], tol_s: float = 0.05) -> dict:
+    """Events against labelled spans (kind, start s, end s), per kind: (spans hit, spans
+    missed, events that hit no span, onset errors, offset errors).
+
+    A span is hit by an event of its kind overlapping it (±``tol_s``); one event may cover
+    several spans (clipped bursts a short pause apart) and its onset/offset errors are taken
+    against the first/last span it covers.
+    """
+    out = {k: [0, 0, 0, [], []] for k in FAULT_TYPES}
+
+    def over(ev, s, e):
+        return ev.start_s < e + tol_s and ev.end_s > s - tol_s
+
+    for kind, s, e in spans:
+        out[kind][0 if any(ev.kind == kind and over(ev, s, e) for ev in events) else 1] += 1
+    for ev in events:
+        cov = [(s, e) for kind, s, e in spans if kind == ev.kind and over(ev, s, e)]
+        if not cov:
+            out[ev.kind][2] += 1
+            continue
+        out[ev.kind][3].append(abs(ev.start_s - min(s for s, _ in cov)))
+        out[ev.kind][4].append(abs(ev.end_s - max(e for _, e in cov)))
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def evaluate(model, clips: list[Clip], cfg: FaultTrainConfig,
              ev_cfg: EventConfig = EventConfig()) -> dict:
     """Frame P/R/F1 per class, accuracy, confusion matrix, event onset/offset errors."""
@@ -287,24 +312,15 @@ def evaluate(model, clips: list[Clip], cfg: FaultTrainConfig,
         ti = np.where(tru.any(1), tru.argmax(1), K)[single]
         pi = np.where(probs.max(1) >= 0.5, probs.argmax(1), K)[single]
         np.add.at(conf, (ti, pi), 1)
-        evs = frames_to_events(probs, ev_cfg)
-        used = set()
-        for f, (s, e) in [(g, (a / RATE, b / RATE)) for g in c.faults
-                          for a, b in label_spans(g)]:
-            k = FAULT_TYPES.index(f.kind)
-            cand = [(i, ev) for i, ev in enumerate(evs) if ev.kind == f.kind and i not in used
-                    and ev.start_s < e + 0.05 and ev.end_s > s - 0.05]
-            if not cand:
-                ev_fn[k] += 1
-                continue
-            i, ev = min(cand, key=lambda t: abs(t[1].start_s - s))
-            used.add(i)
-            ev_tp[k] += 1
-            onset[f.kind].append(abs(ev.start_s - s))
-            offset[f.kind].append(abs(ev.end_s - e))
-        for i, ev in enumerate(evs):
-            if i not in used:
-                ev_fp[FAULT_TYPES.index(ev.kind)] += 1
+        spans = [(g.kind, a / RATE, b / RATE) for g in c.faults for a, b in label_spans(g)]
+        m = match_events(frames_to_events(probs, ev_cfg), spans)
+        for name, (etp, efn, efp, ons, offs) in m.items():
+            k = FAULT_TYPES.index(name)
+            ev_tp[k] += etp
+            ev_fn[k] += efn
+            ev_fp[k] += efp
+            onset[name] += ons
+            offset[name] += offs
     per = {}
     for k, name in enumerate(FAULT_TYPES):
         p, r, f1 = _prf(tp[k], fp[k], fn[k])

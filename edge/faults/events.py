@@ -1,8 +1,10 @@
 """Frame probabilities → fault events with start/end times (pure, no I/O).
 
 Per class, hysteresis: an event opens when the probability reaches ``on`` and stays open while
-it is at least ``off``; a dip shorter than ``merge_gap_s`` does not close it; events shorter
-than the class's minimum duration are dropped. Frame ``t`` is centred on ``t * hop_s`` so an
+it is at least ``off``; a dip shorter than the class's merge gap does not close it; events
+shorter than the class's minimum duration are dropped. Clipping comes in bursts (the loud
+syllables of a clipped passage, a short pause apart), so it merges across longer gaps and a
+single short burst counts. Frame ``t`` is centred on ``t * hop_s`` so an
 event over frames ``t0..t1`` spans ``[(t0 - 0.5) hop, (t1 + 0.5) hop]``. The same tracker
 serves whole files (``frames_to_events``) and streams (``EventTracker.push``).
 """
@@ -24,12 +26,17 @@ class EventConfig:
     on: float = 0.6
     off: float = 0.35
     merge_gap_s: float = 0.08
-    min_duration_s: float = 0.15
-    min_duration_overrides: tuple[tuple[str, float], ...] = (("dropout", 0.0),)
+    min_duration_s: float = 0.2
+    min_duration_overrides: tuple[tuple[str, float], ...] = (("dropout", 0.0),
+                                                             ("clipping", 0.03))
+    merge_gap_overrides: tuple[tuple[str, float], ...] = (("clipping", 0.25),)
     hop_s: float = 0.01
 
     def min_duration(self, kind: str) -> float:
         return dict(self.min_duration_overrides).get(kind, self.min_duration_s)
+
+    def merge_gap(self, kind: str) -> float:
+        return dict(self.merge_gap_overrides).get(kind, self.merge_gap_s)
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ class EventTracker:
     def push(self, probs: np.ndarray) -> list[Event]:
         """(frames, classes) -> events that closed within these frames."""
         out: list[Event] = []
-        gap = round(self.cfg.merge_gap_s / self.cfg.hop_s)
+        gaps = [round(self.cfg.merge_gap(k) / self.cfg.hop_s) for k in self.kinds]
         for row in np.atleast_2d(probs):
             for c, p in enumerate(row):
                 st = self._open.get(c)
@@ -74,7 +81,7 @@ class EventTracker:
                     continue
                 if p >= self.cfg.off:
                     st[1], st[2] = self.t, max(st[2], float(p))
-                elif self.t - st[1] > gap:
+                elif self.t - st[1] > gaps[c]:
                     out += self._close(c)
             self.t += 1
         return out

@@ -12,6 +12,8 @@ import numpy as np
 from scipy.signal import butter, sosfiltfilt, welch
 
 SR = 16_000
+HOWL_BAND_HZ = (150.0, 7000.0)  # howl_frequency's search band
+MAINS_TOLERANCE = 0.015  # mains is 50 or 60 Hz within ±1.5 % (grids hold ±0.4 %)
 
 
 def _spectrum(seg: np.ndarray, sr: int, nfft: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +123,8 @@ def rumble_corner(seg: np.ndarray, sr: int = SR, drop_db: float = 25.0,
     return float(np.clip(fc, lo, hi))
 
 
-def howl_frequency(seg: np.ndarray, sr: int = SR, lo: float = 150.0, hi: float = 7000.0
-                   ) -> float:
+def howl_frequency(seg: np.ndarray, sr: int = SR, lo: float = HOWL_BAND_HZ[0],
+                   hi: float = HOWL_BAND_HZ[1]) -> float:
     """Frequency (Hz) of the strongest narrowband peak, measured on the loudest half of the
     segment (feedback grows, so its end is where it is clearest)."""
     seg = np.asarray(seg, dtype=np.float64)
@@ -271,11 +273,22 @@ CONFIRM = {"hum": ("prominence_db", 10.0), "howl": ("prominence_db", 15.0),
            "rumble": ("lf_excess_db", -6.0), "dc": ("abs_offset", 0.01)}
 HOWL_GROWTH_DB = 6.0  # feedback builds up; a steady tone in the room does not
 CLIP_FLAT_SAMPLES = 16  # hard clipping leaves flat tops; soft clipping needs high confidence
-CLIP_SOFT_CONFIDENCE = 0.97
+CLIP_SOFT_CONFIDENCE = 0.99
 
 
 def confirmed(kind: str, params: dict, confidence: float = 1.0) -> bool:
-    """False when the measurement contradicts the classifier (no tone, no offset, ...)."""
+    """False when the measurement contradicts the classifier (no tone, no offset, ...).
+
+    Besides the thresholds above: a hum whose best comb sits off the mains frequency, and a
+    howl whose strongest peak is at the edge of the search band (so no peak at all, only the
+    slope of something outside it), are not what the classifier thought.
+    """
+    if kind == "hum" and "f0_hz" in params and min(
+            abs(params["f0_hz"] / m - 1.0) for m in (50.0, 60.0)) > MAINS_TOLERANCE:
+        return False
+    if kind == "howl" and "freq_hz" in params and not (
+            HOWL_BAND_HZ[0] + 2.0 < params["freq_hz"] < HOWL_BAND_HZ[1] - 2.0):
+        return False
     if kind == "dropout":
         return bool(params.get("runs"))
     if kind == "clipping":
