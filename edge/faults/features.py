@@ -59,6 +59,7 @@ TIME_FEATURES = ("near_peak_99", "near_peak_90", "near_peak_70", "crest", "flat_
                  "peak", "zeros")
 N_TIME = len(TIME_FEATURES)
 SILENT = 1e-6  # |x| at or below this is digital silence (float32 of a 16-bit zero is 0.0)
+_NEAR = np.array([[0.99], [0.9], [0.7]], dtype=np.float32)  # near-peak levels, x max|x|
 
 
 def n_features(n_mels: int = N_MELS, n_time: int = N_TIME) -> int:
@@ -80,25 +81,29 @@ def time_features(frames: np.ndarray) -> np.ndarray:
     amplitude range), the crest factor m / rms (flattened peaks lower it), the fraction of
     adjacent pairs that are within 1 % of m of each other while at >= 90 % of m (flat tops),
     the peak itself (so the network can see a ceiling that stays put from frame to frame),
-    and the fraction of exactly-silent samples (dropouts). Fractions are (count + 1) /
-    (win + 1), so logs stay finite and comparable in size to the log-mel bands (one int8
-    input scale serves all features).
+    and the fraction of exactly-silent samples (a dropout's edges inside a frame). A frame
+    that is silent throughout counts none of them (the shipped model was trained so; the
+    log-mel floor already marks it). Fractions are (count + 1) / (win + 1), so logs stay
+    finite and comparable in size to the log-mel bands (one int8 input scale serves all).
     """
     x = np.asarray(frames, dtype=np.float32)
     n = x.shape[1]
     a = np.abs(x)
     m = a.max(axis=1, keepdims=True)
-    live = m > SILENT  # all-silent frames: no peak to be near
     rms = np.sqrt(np.mean(np.square(x), axis=1, keepdims=True))
-
-    def frac(mask: np.ndarray) -> np.ndarray:
-        return (np.sum(mask & live, axis=1) + 1.0) / (n + 1.0)
-
-    flat = (np.abs(np.diff(x, axis=1)) <= 0.01 * m) & (a[:, 1:] >= 0.9 * m)
-    out = np.stack([
-        np.log(frac(a >= 0.99 * m)), np.log(frac(a >= 0.9 * m)), np.log(frac(a >= 0.7 * m)),
-        np.log(np.maximum(m[:, 0], 1e-7) / np.maximum(rms[:, 0], 1e-7)),
-        np.log(frac(flat)), np.log(m[:, 0] + 1e-4), np.log(frac(a <= SILENT))], axis=1)
+    # one comparison for the three near-peak levels; few numpy calls, as the stream pushes
+    # one or two frames at a time
+    counts = np.empty((len(x), 5))
+    counts[:, :3] = np.count_nonzero(a[:, None, :] >= m[:, :, None] * _NEAR, axis=2)
+    counts[:, 3] = np.count_nonzero((np.abs(np.diff(x, axis=1)) <= 0.01 * m)
+                                    & (a[:, 1:] >= 0.9 * m), axis=1)
+    counts[:, 4] = np.count_nonzero(a <= SILENT, axis=1)
+    counts *= m > SILENT  # all-silent frames count none (the log-mel floor says silence)
+    frac = np.log((counts + 1.0) / (n + 1.0))
+    out = np.empty((len(x), N_TIME))
+    out[:, [0, 1, 2, 4, 6]] = frac
+    out[:, 3] = np.log(np.maximum(m[:, 0], 1e-7) / np.maximum(rms[:, 0], 1e-7))
+    out[:, 5] = np.log(m[:, 0] + 1e-4)
     return out.astype(np.float32)
 
 
