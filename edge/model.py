@@ -191,6 +191,10 @@ def resolve_model_path(path: str | os.PathLike | None) -> Path:
 
 
 # ---------------------------------------------------------------------------- quantisation
+_INT_RANGE = {np.dtype(t).char: (float(np.iinfo(t).min), float(np.iinfo(t).max))
+              for t in (np.int8, np.uint8, np.int16, np.int32)}
+
+
 @dataclass(frozen=True)
 class TensorCodec:
     """How to move float32 values in and out of one tensor (dtype, scale, zero point)."""
@@ -225,19 +229,30 @@ class TensorCodec:
         return self.dtype.kind in "iu"
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """float32 values -> this tensor's dtype and shape."""
+        """float32 values -> this tensor's dtype and shape.
+
+        Runs once per tensor per hop, so it avoids numpy's slow wrappers (np.iinfo, np.clip)
+        and works in place on one temporary."""
         x = np.asarray(x, dtype=np.float32).reshape(self.shape)
         if not self.quantised:
             return x.astype(self.dtype, copy=False)
-        info = np.iinfo(self.dtype)
-        q = np.rint(x / self.scale) + self.zero_point
-        return np.clip(q, info.min, info.max).astype(self.dtype)
+        lo, hi = _INT_RANGE[self.dtype.char]
+        q = x * np.float32(1.0 / self.scale)
+        np.rint(q, out=q)
+        q += np.float32(self.zero_point)
+        np.maximum(q, lo, out=q)
+        np.minimum(q, hi, out=q)
+        return q.astype(self.dtype)
 
     def decode(self, q: np.ndarray) -> np.ndarray:
         """this tensor's values -> float32 (same shape)."""
         if not self.quantised:
             return np.asarray(q, dtype=np.float32)
-        return ((q.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
+        x = q.astype(np.float32)
+        if self.zero_point:
+            x -= np.float32(self.zero_point)
+        x *= np.float32(self.scale)
+        return x
 
 
 # ------------------------------------------------------------------------------ step model
@@ -336,7 +351,9 @@ class StepModel:
         it.invoke()
         mask = self.mask_t.decode(it.get_tensor(self.mask_t.index)).reshape(-1)
         new_state = [t.decode(it.get_tensor(t.index)) for t in self.state_out_t]
-        return np.clip(mask, 0.0, 1.0), new_state
+        np.maximum(mask, 0.0, out=mask)  # in place: np.clip's wrapper costs more than the math
+        np.minimum(mask, 1.0, out=mask)
+        return mask, new_state
 
     def masks(self, features: np.ndarray) -> np.ndarray:
         """(frames, n_bins) features -> (frames, n_bins) masks, state starting at zero."""

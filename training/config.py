@@ -85,7 +85,7 @@ class EvalConfig:
 class TrainConfig:
     name: str = "default"
     seed: int = 0
-    threads: int = 2
+    threads: int = 0  # torch threads; 0 = every core (os.cpu_count())
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)

@@ -13,6 +13,7 @@ export -> evaluate, each reading and writing files in one work directory:
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def work_dir(cfg: TrainConfig, work: str | Path | None) -> Path:
 def setup_torch(cfg: TrainConfig, device: str = "cpu") -> None:
     if device != "cpu" and not torch.cuda.is_available():
         raise DataError(f"--device {device}: no CUDA device available (use --device cpu)")
-    torch.set_num_threads(max(1, cfg.threads))
+    torch.set_num_threads(cfg.threads if cfg.threads > 0 else (os.cpu_count() or 1))
 
 
 def update_metrics(work: Path, key: str, value) -> dict:
