@@ -49,4 +49,4 @@ bench-denoise: $(STAMP)
 
 # issue 5: the on-device loop benchmark (per-hop cost on both interpreters, PulseAudio live run)
 bench-edge-loop: $(STAMP) bootstrap
-	$(PY) benchmarks/edge_loop.py --minutes $(or $(MINUTES),3)
+	$(PY) benchmarks/edge_loop.py --minutes $(or $(MINUTES),10)

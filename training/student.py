@@ -5,9 +5,9 @@
 
 One call is one 10 ms hop; the state is the GRU's hidden vector (1, H). No lookahead, so the
 algorithmic latency is the front end's 20 ms window. With E = 64, H = 112 it has about 88 k
-parameters and 88 k multiply-accumulates per hop (8.8 M MAC/s). The mask floor (about
--26 dB) bounds how much a bin can be attenuated: it trades a little noise for less speech
-damage, which listeners (and PESQ) prefer.
+parameters and 88 k multiply-accumulates per hop (8.8 M MAC/s). The mask floor (0.1 =
+-20 dB in the default recipe) bounds how much a bin can be attenuated: it trades a little
+noise for less speech damage, which listeners (and PESQ) prefer.
 
 Training runs whole sequences through ``torch.nn.GRU`` (fast, fused); ``step_module`` copies
 the same weights into a step form (the GRU equations over two Linear layers) for export.
