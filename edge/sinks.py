@@ -12,7 +12,6 @@ thread only, so implementations need no locking of their own beyond what they ha
 
 from __future__ import annotations
 
-import math
 import queue
 from collections.abc import Callable
 from pathlib import Path
@@ -103,8 +102,8 @@ class PlaybackSink:
     standing backlog that never drains by itself, since input and output run at the same
     rate. So the callback watches the smallest backlog left after it over each
     ``trim_window_s``; whatever of that minimum exceeds one period is cut out with a short
-    crossfade (counted in ``trimmed_ms``). A full queue (at least 60 ms) drops its oldest
-    block as a last resort (counted in ``dropped_periods``).
+    crossfade (counted in ``trimmed_ms``). A full queue (``max_periods`` blocks) drops its
+    oldest block as a last resort (counted in ``dropped_periods``).
     """
 
     XFADE = 48  # samples of crossfade over a trim: 1 ms at 48 kHz, no click
@@ -120,9 +119,8 @@ class PlaybackSink:
         self.margin = self.period  # backlog kept against callback/worker jitter
         self._trim_window = max(1, round(trim_window_s * self.rate / self.period))
         self._calls, self._min_backlog = 0, None
-        # at least 60 ms of room: a writer's block (one hop) may span several small periods
-        self._q: queue.Queue[np.ndarray] = queue.Queue(
-            maxsize=max(max_periods, math.ceil(0.06 * self.rate / self.period)))
+        # a last-resort bound in written blocks (a hop each: 6 = 60 ms); the trim does the rest
+        self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=max_periods)
         self._block = self.period  # the writer's block length, to size the queued backlog
         self._buf = np.zeros(0, dtype=np.float32)
         self._prefill = prefill
