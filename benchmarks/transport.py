@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -138,23 +139,32 @@ def quality_sweep(clips: list[np.ndarray], seeds: list[int]) -> list[dict]:
     return rows
 
 
-def real_cell(x: np.ndarray, bitrate: int, fec: bool, loss_pct: float) -> dict:
-    p = TransportParams(bitrate_kbps=bitrate, fec=fec)
-    rx = Receiver("127.0.0.1:0", p)
-    emu = start_emulator("udp", "127.0.0.1:0", f"127.0.0.1:{rx.port}",
-                         Impairment(loss=loss_pct / 100, seed=1))
-    tx = Sender(f"udp://127.0.0.1:{emu.listen[1]}", p)
+@contextmanager
+def emulated_link(params: TransportParams, impairment: Impairment):
+    """Sender -> user-space emulator -> receiver over UDP on loopback. Yields
+    ``(tx, rx, emu, out)``; on exit everything is closed and ``out["truth"]`` holds the
+    emulator's ground truth."""
+    rx = Receiver("127.0.0.1:0", params)
+    emu = start_emulator("udp", "127.0.0.1:0", f"127.0.0.1:{rx.port}", impairment)
+    tx = Sender(f"udp://127.0.0.1:{emu.listen[1]}", params)
+    out: dict = {}
     try:
-        send_file(x, tx)
-        tx.close()
-        rx.wait(3.0)
+        yield tx, rx, emu, out
     finally:
         tx.close()
         rx.close()
-        truth = emu.stop()
+        out["truth"] = emu.stop()
+
+
+def real_cell(x: np.ndarray, bitrate: int, fec: bool, loss_pct: float) -> dict:
+    p = TransportParams(bitrate_kbps=bitrate, fec=fec)
+    with emulated_link(p, Impairment(loss=loss_pct / 100, seed=1)) as (tx, rx, _, out):
+        send_file(x, tx)
+        tx.close()
+        rx.wait(3.0)
     return {"bitrate_kbps": bitrate, "fec": fec, "loss_pct": loss_pct,
             "measured_loss_pct": rx.summary()["loss_pct"],
-            "truth_loss_pct": truth["rtp"]["loss_pct"], "pesq_wb": pesq_wb(x, rx.audio())}
+            "truth_loss_pct": out["truth"]["rtp"]["loss_pct"], "pesq_wb": pesq_wb(x, rx.audio())}
 
 
 # ------------------------------------------------------------------ 3. timeline
@@ -167,29 +177,24 @@ PHASES = [("clean", Impairment()),
 def timeline(x: np.ndarray, phase_s: float) -> dict:
     n = int(phase_s * len(PHASES) * 16_000)
     x = np.resize(x, n)
-    rx = Receiver("127.0.0.1:0", TransportParams(buffer_ms=200))
-    emu = start_emulator("udp", "127.0.0.1:0", f"127.0.0.1:{rx.port}", PHASES[0][1])
-    tx = Sender(f"udp://127.0.0.1:{emu.listen[1]}", TransportParams(buffer_ms=200))
     marks = []
 
-    def on_frame(k, t_ns):
-        if k % int(phase_s * 50) == 0:
-            ph = k // int(phase_s * 50)
-            emu.set_impairment(PHASES[ph][1])
-            marks.append({"t": t_ns / 1e9, "phase": PHASES[ph][0],
-                          "delay_ms": PHASES[ph][1].delay_ms,
-                          "jitter_ms": PHASES[ph][1].jitter_ms,
-                          "loss_pct": 100 * PHASES[ph][1].loss})
+    with emulated_link(TransportParams(buffer_ms=200), PHASES[0][1]) as (tx, rx, emu, out):
 
-    try:
+        def on_frame(k, t_ns):
+            if k % int(phase_s * 50) == 0:
+                ph = k // int(phase_s * 50)
+                emu.set_impairment(PHASES[ph][1])
+                marks.append({"t": t_ns / 1e9, "phase": PHASES[ph][0],
+                              "delay_ms": PHASES[ph][1].delay_ms,
+                              "jitter_ms": PHASES[ph][1].jitter_ms,
+                              "loss_pct": 100 * PHASES[ph][1].loss})
+
         send_file(x, tx, on_frame=on_frame)
         time.sleep(0.3)
         tx.close()
         rx.wait(3.0)
-    finally:
-        tx.close()
-        rx.close()
-        truth = emu.stop()
+    truth = out["truth"]
     t0 = marks[0]["t"]
     recs = [{**r.to_dict(), "t": r.t - t0} for r in rx.telemetry.window(3600)]
     for m in marks:
