@@ -82,24 +82,18 @@ class StreamResampler:
 
     def __init__(self, rate_in: int, rate_out: int, quality: str = MIN_PHASE):
         self.rate_in, self.rate_out = int(rate_in), int(rate_out)
-        self._rs = None
-        self.kind = "identity"
-        if self.rate_in == self.rate_out:
-            return
         integer = self.rate_in % self.rate_out == 0 or self.rate_out % self.rate_in == 0
-        if quality == MIN_PHASE and integer:
-            self._rs, self.kind = MinPhaseResampler(self.rate_in, self.rate_out), "min-phase"
-            return
-        import soxr
+        if self.rate_in == self.rate_out:
+            self._fn, self.kind = (lambda x: x), "identity"
+        elif quality == MIN_PHASE and integer:
+            self._fn, self.kind = MinPhaseResampler(self.rate_in, self.rate_out), "min-phase"
+        else:
+            import soxr
 
-        q = "LQ" if quality == MIN_PHASE else quality
-        self._rs = soxr.ResampleStream(self.rate_in, self.rate_out, 1, dtype="float32",
-                                       quality=q)
-        self.kind = f"soxr-{q}"
+            q = "LQ" if quality == MIN_PHASE else quality
+            self._fn = soxr.ResampleStream(self.rate_in, self.rate_out, 1, dtype="float32",
+                                           quality=q).resample_chunk
+            self.kind = f"soxr-{q}"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self._rs is None:
-            return x
-        if isinstance(self._rs, MinPhaseResampler):
-            return self._rs(x)
-        return self._rs.resample_chunk(x)
+        return self._fn(x)
