@@ -152,7 +152,8 @@ class Requester:
     """Request/response over a Link: each call has a seq; a lost or damaged request or reply
     is resent with the same seq (the device answers retries from its cache, so a request is
     executed once). A NAK (the device saw a damaged frame) triggers an immediate resend, a
-    silence of ``timeout`` s a resend after waiting; after ``retries`` resends: NoAnswer.
+    silence of ``timeout`` s a resend after waiting; after ``retries`` silences, or NAKs
+    for (retries + 1) x timeout s: NoAnswer.
     An ACK means the device heard the request and is working: the wait extends to
     ``slow_timeout``."""
 
@@ -175,11 +176,15 @@ class Requester:
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries
         self.stats.calls += 1
-        for attempt in range(retries + 1):
-            if attempt:
-                self.stats.retries += 1
+        # Only silences use up the retry budget: a NAK may be the device's answer to line
+        # noise that reached it before our request (a host that died mid-frame, a port just
+        # opened), so NAK-triggered resends are bounded by the call's time budget instead.
+        give_up = time.monotonic() + timeout * (retries + 1)
+        silences = tries = 0
+        while True:
             self.link.write(frame)
             self.stats.sends += 1
+            tries += 1
             outcome = self._await(seq, timeout)
             if isinstance(outcome, dict):
                 if outcome.get("ok"):
@@ -187,8 +192,14 @@ class Requester:
                 raise RemoteError(str(outcome.get("e", "error")), str(outcome.get("msg", "")))
             if outcome == "timeout":
                 self.stats.timeouts += 1
+                silences += 1
+                if silences > retries:
+                    break
+            elif time.monotonic() >= give_up:
+                break
+            self.stats.retries += 1
         raise NoAnswer(f"no answer to {method!r} from {self.link.url} after "
-                       f"{retries + 1} tries")
+                       f"{tries} tries")
 
     def _await(self, seq: int, timeout: float):
         """A decoded response map, or "nak" / "timeout"."""

@@ -172,6 +172,38 @@ def test_survives_garbage_partial_frames_and_vanishing_host(pair, agent):
     assert agent.alive()
 
 
+def test_naks_for_earlier_noise_do_not_use_up_retries(pair):
+    """A burst of NAKs (the device's answers to line noise that reached it before our
+    request) makes the host resend, not give up: only silences use up the retry budget."""
+    dev = serial.Serial(pair.a, timeout=0.02)
+    requests: list[int] = []
+
+    def device():
+        dec = P.FrameDecoder()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for fr in dec.feed(dev.read(256)):
+                requests.append(fr.seq)
+                if len(requests) <= 12:  # still chewing through the noise: one NAK a read
+                    dev.write(P.encode_frame(P.Kind.NAK, 0))
+                else:
+                    dev.write(P.response_ok(fr.seq, "pong"))
+                    return
+
+    t = threading.Thread(target=device, daemon=True)
+    t.start()
+    link = open_link(pair.b)
+    try:
+        rpc = Requester(link, timeout=0.5, retries=2)
+        assert rpc.call("ping") == "pong"
+        assert rpc.stats.naks >= 10 and rpc.stats.timeouts == 0
+        assert len(set(requests)) == 1  # every resend carried the same seq
+    finally:
+        link.close()
+        t.join(5)
+        dev.close()
+
+
 def test_unplug_and_replug(pair, agent):
     with connect(pair.b) as dev:
         did = dev.info["device_id"]
