@@ -10,7 +10,13 @@ torch = pytest.importorskip("torch")
 
 from edge.dsp import istft as np_istft  # noqa: E402
 from edge.dsp import stft  # noqa: E402
-from training.loss import adaptive_loss, adaptive_weight, mask_mse, si_sdr  # noqa: E402
+from training.loss import (  # noqa: E402
+    adaptive_loss,
+    adaptive_weight,
+    bin_weights,
+    mask_mse,
+    si_sdr,
+)
 from training.torchdsp import istft  # noqa: E402
 
 
@@ -28,6 +34,28 @@ def test_adaptive_loss_by_hand():
     want = np.mean(a * (np.array([0.8, 0.0]) - 0.5) ** 2
                    + (1 - a) * (np.array([0.6, 1.0]) - 0.5) ** 2)
     assert float(adaptive_loss(m_s, m_ref, m_t)) == pytest.approx(want, rel=1e-6)
+
+
+def test_bin_weights():
+    """Power 0 is the plain mean; weights average 1 per example whatever its level; with
+    power 2 the weighted mask error is the magnitude error |X|^2 (m_s - m)^2 up to a
+    per-example constant."""
+    g = torch.Generator().manual_seed(0)
+    mag = torch.rand(2, 5, 7, generator=g) * torch.tensor([1.0, 1e-3]).view(2, 1, 1)
+    m_s, m_ref, m_t = (torch.rand(2, 5, 7, generator=g) for _ in range(3))
+    assert torch.equal(bin_weights(mag, 0.0), torch.ones_like(mag))
+    assert float(mask_mse(m_s, m_ref, bin_weights(mag, 0.0))) == pytest.approx(
+        float(mask_mse(m_s, m_ref)))
+    w = bin_weights(mag, 0.6)
+    assert torch.allclose(w.mean(dim=(1, 2)), torch.ones(2))
+    w2 = bin_weights(mag[:1], 2.0)
+    mag_err = torch.mean((mag[:1] * m_s[:1] - mag[:1] * m_ref[:1]) ** 2)
+    assert float(mask_mse(m_s[:1], m_ref[:1], w2)) == pytest.approx(
+        float(mag_err / torch.mean(mag[:1] ** 2)), rel=1e-5)
+    # weighted adaptive loss: the same per-bin terms, weighted
+    a = adaptive_weight(m_ref, m_t)
+    per_bin = a * (m_ref - m_s) ** 2 + (1 - a) * (m_t - m_s) ** 2
+    assert float(adaptive_loss(m_s, m_ref, m_t, w)) == pytest.approx(float((w * per_bin).mean()))
 
 
 def test_adaptive_loss_limits():

@@ -66,6 +66,8 @@ class StudentConfig:
     batch: int = 16
     lr: float = 3e-3
     ablation: bool = True  # also train the m_ref-only student on the same batches
+    # per-bin loss weight |X|^p (training/loss.py bin_weights); 0 = plain mean over bins
+    bin_weight_power: float = 0.0
 
 
 @dataclass(frozen=True)

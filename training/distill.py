@@ -13,7 +13,7 @@ import torch
 
 from training.config import TrainConfig
 from training.data import Mixer
-from training.loss import adaptive_loss, mask_mse, si_sdr
+from training.loss import adaptive_loss, bin_weights, mask_mse, si_sdr
 from training.progress import bar, fast_forward, load_checkpoint, save_checkpoint
 from training.student import Student
 from training.teacher import Teacher, _t, enhance, feature_stats
@@ -74,6 +74,8 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
         for step in range(state["step"], sc.steps):
             b = train.batch(np.random.default_rng([cfg.seed, 3, step]), sc.batch)
             feats, m_ref = _t(b["feats"]).to(device), _t(b["irm"]).to(device)
+            w = bin_weights(torch.from_numpy(np.abs(b["noisy_spec"])).to(device),
+                            sc.bin_weight_power) if sc.bin_weight_power else None
             m_teacher = None
             if teacher is not None:
                 with torch.no_grad():
@@ -81,8 +83,8 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
             losses = {}
             for n, s in students.items():
                 m_s = s(feats)
-                loss = adaptive_loss(m_s, m_ref, m_teacher) if n == "adaptive" else mask_mse(
-                    m_s, m_ref)
+                loss = adaptive_loss(m_s, m_ref, m_teacher, w) if n == "adaptive" else (
+                    mask_mse(m_s, m_ref, w))
                 opts[n].zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(s.parameters(), 5.0)
