@@ -55,6 +55,8 @@ class TeacherConfig:
     batch: int = 8
     lr: float = 2e-3
     fusion_steps: int = 60
+    # per-bin loss weight |X|^p of the processors' mask MSE (like the student's)
+    bin_weight_power: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from torch import nn
 
 from training.config import TeacherConfig, TrainConfig
 from training.data import Mixer
-from training.loss import mask_mse, si_sdr
+from training.loss import bin_weights, mask_mse, si_sdr
 from training.progress import bar, fast_forward, load_checkpoint, save_checkpoint
 from training.torchdsp import istft
 
@@ -128,7 +128,9 @@ def train_teacher(cfg: TrainConfig, train: Mixer, val: Mixer, ckpt: Path, quiet:
             b = train.batch(np.random.default_rng([cfg.seed, 1, step]), tc.batch)
             masks = teacher.masks(_t(b["feats"]).to(device))
             target = _t(b["irm"]).to(device)
-            losses = [mask_mse(m, target) for m in masks]
+            w = bin_weights(torch.from_numpy(np.abs(b["noisy_spec"])).to(device),
+                            tc.bin_weight_power) if tc.bin_weight_power else None
+            losses = [mask_mse(m, target, w) for m in masks]
             opt.zero_grad()
             sum(losses).backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
