@@ -29,12 +29,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.train]
 IN_CI = os.environ.get("CI") == "true"
 EDGE = [sys.executable, "-m", "edge"]
 # SI-SDR gain on this clip (aircon noise, 5 dB), measured: the tiny test model of
-# tests/stepmodels.py +1.7 dB offline; the shipped default v1.1.0 +1.88 dB live (+2.2 dB
+# tests/stepmodels.py +1.7 dB offline; the shipped default v1.2.0 +3.16 dB live (+2.94 dB
 # offline; DTLN +6.5, GTCRN +4.7, RNNoise +1.7 dB offline on the same clip). Issue 5 asks
 # >= 5 dB of the shipped model: not reached yet (see the README's denoiser section), so the
 # bound is the measured one with margin until a better model ships.
 MIN_GAIN_TEST_MODEL_DB = 0.75
-MIN_GAIN_SHIPPED_DB = 1.2
+MIN_GAIN_SHIPPED_DB = 2.5
 
 
 @dataclass
