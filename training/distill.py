@@ -13,10 +13,10 @@ import torch
 
 from training.config import TrainConfig
 from training.data import Mixer
-from training.loss import adaptive_loss, bin_weights, mask_mse, si_sdr
+from training.loss import adaptive_loss, mask_mse, si_sdr
 from training.progress import bar, fast_forward, load_checkpoint, save_checkpoint
 from training.student import Student
-from training.teacher import Teacher, _t, enhance, feature_stats
+from training.teacher import Teacher, _t, batch_weights, enhance, feature_stats
 
 
 def _new_student(cfg: TrainConfig, mean, std) -> Student:
@@ -74,8 +74,7 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
         for step in range(state["step"], sc.steps):
             b = train.batch(np.random.default_rng([cfg.seed, 3, step]), sc.batch)
             feats, m_ref = _t(b["feats"]).to(device), _t(b["irm"]).to(device)
-            w = bin_weights(torch.from_numpy(np.abs(b["noisy_spec"])).to(device),
-                            sc.bin_weight_power) if sc.bin_weight_power else None
+            w = batch_weights(b, sc.bin_weight_power, device)
             m_teacher = None
             if teacher is not None:
                 with torch.no_grad():

@@ -86,6 +86,11 @@ def _t(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
+def batch_weights(b: dict, power: float, device: str = "cpu") -> torch.Tensor | None:
+    """The loss's per-bin weights for a training batch (``bin_weights``), None for power 0."""
+    return bin_weights(_t(np.abs(b["noisy_spec"])).to(device), power) if power else None
+
+
 def enhance(noisy_spec: np.ndarray | torch.Tensor, masks: torch.Tensor, n: int) -> torch.Tensor:
     """Masked noisy spectrum -> waveform (batch, n)."""
     spec = noisy_spec if torch.is_tensor(noisy_spec) else _t(noisy_spec)
@@ -128,8 +133,7 @@ def train_teacher(cfg: TrainConfig, train: Mixer, val: Mixer, ckpt: Path, quiet:
             b = train.batch(np.random.default_rng([cfg.seed, 1, step]), tc.batch)
             masks = teacher.masks(_t(b["feats"]).to(device))
             target = _t(b["irm"]).to(device)
-            w = bin_weights(torch.from_numpy(np.abs(b["noisy_spec"])).to(device),
-                            tc.bin_weight_power) if tc.bin_weight_power else None
+            w = batch_weights(b, tc.bin_weight_power, device)
             losses = [mask_mse(m, target, w) for m in masks]
             opt.zero_grad()
             sum(losses).backward()
