@@ -17,6 +17,7 @@ Writes benchmarks/results/denoise.json and denoise.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -160,6 +161,12 @@ def main(argv=None) -> int:
             systems[key] = torch_student_system(s)
             info[key] = {"params": s.n_params(), "macs_per_s": s.macs_per_hop() * 100,
                          "hop_ms": 10, "latency_ms": 20}
+            if n == "adaptive" and (s.mask_power, s.out_floor) != (1.0, s.mask_floor):
+                # the same student without its mask post-filter: what the filter adds
+                raw = copy.deepcopy(s)
+                raw.mask_power, raw.out_floor = 1.0, s.mask_floor
+                systems["student_float_no_postfilter"] = torch_student_system(raw)
+                info["student_float_no_postfilter"] = dict(info[key])
     model = Path(a.model)
     if not a.peers_only:
         md = json.loads(model.with_suffix(".json").read_text())

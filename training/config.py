@@ -64,6 +64,10 @@ class StudentConfig:
     hidden: int = 112
     embed: int = 64
     mask_floor: float = 0.05
+    # the applied mask's post-filter (training/student.py): out_floor + (1 - out_floor) *
+    # sigmoid ** mask_power; the loss never sees it. out_floor None = mask_floor (identity)
+    mask_power: float = 1.0
+    out_floor: float | None = None
     steps: int = 500
     batch: int = 16
     lr: float = 3e-3
@@ -122,11 +126,13 @@ def _build(cls, d: dict, where: str):
             kw[k] = _build(type(default), v, f"{where} [{k}]")
         else:
             v = _tupled(v)
-            if isinstance(default, float) and isinstance(v, int):
+            if (isinstance(default, float) or default is None) and isinstance(v, int):
                 v = float(v)
-            if type(v) is not type(default):
-                raise ConfigError(f"{where}: {k} must be {type(default).__name__}, "
-                                  f"got {type(v).__name__}")
+            if default is None and isinstance(v, float):  # optional float fields
+                pass
+            elif type(v) is not type(default):
+                want = "a number" if default is None else type(default).__name__
+                raise ConfigError(f"{where}: {k} must be {want}, got {type(v).__name__}")
             kw[k] = v
     return cls(**kw)
 

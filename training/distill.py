@@ -22,7 +22,7 @@ from training.teacher import Teacher, _t, batch_weights, enhance, feature_stats
 def _new_student(cfg: TrainConfig, mean, std) -> Student:
     sc = cfg.student
     return Student(embed=sc.embed, hidden=sc.hidden, mask_floor=sc.mask_floor, mean=mean,
-                   std=std)
+                   std=std, mask_power=sc.mask_power, out_floor=sc.out_floor)
 
 
 def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher | None,
@@ -81,7 +81,7 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
                     m_teacher = teacher(feats)
             losses = {}
             for n, s in students.items():
-                m_s = s(feats)
+                m_s = s.train_mask(feats)
                 loss = adaptive_loss(m_s, m_ref, m_teacher, w) if n == "adaptive" else (
                     mask_mse(m_s, m_ref, w))
                 opts[n].zero_grad()
@@ -105,12 +105,13 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
 
 @torch.no_grad()
 def student_val_metrics(s: Student, val: Mixer, cfg: TrainConfig, batches: int = 4) -> dict:
-    """Mean SI-SDR (dB) and mask MSE on fixed validation mixtures."""
+    """Mean SI-SDR (dB) of the applied mask and MSE of the trained mask on fixed validation
+    mixtures."""
     sd, mm = [], []
     for i in range(batches):
         b = val.batch(np.random.default_rng([cfg.seed, 2, i]), cfg.teacher.batch)
-        m = s(_t(b["feats"]))
-        y = enhance(b["noisy_spec"], m, b["clean"].shape[1])
+        feats = _t(b["feats"])
+        y = enhance(b["noisy_spec"], s(feats), b["clean"].shape[1])
         sd.append(float(si_sdr(y, _t(b["clean"])).mean()))
-        mm.append(float(mask_mse(m, _t(b["irm"]))))
+        mm.append(float(mask_mse(s.train_mask(feats), _t(b["irm"]))))
     return {"si_sdr": round(float(np.mean(sd)), 4), "mask_mse": round(float(np.mean(mm)), 5)}

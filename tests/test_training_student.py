@@ -1,0 +1,52 @@
+"""The student's two masks: the trained one (the loss's m_s) and the applied, post-filtered one
+that the step model and the TFLite export compute."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.config import ConfigError, load_config  # noqa: E402
+from training.student import Student, post_filter, step_module  # noqa: E402
+
+
+def test_post_filter_identity_by_default():
+    torch.manual_seed(0)
+    s = Student(hidden=16, embed=8, mask_floor=0.1).eval()
+    x = torch.randn(2, 20, 161)
+    assert torch.equal(s(x), s.train_mask(x))
+
+
+def test_post_filter_maps_gate_ends_to_floor_and_one():
+    g = torch.tensor([0.0, 0.5, 1.0])
+    m = post_filter(g, 2.0, 0.05)
+    assert torch.allclose(m, torch.tensor([0.05, 0.05 + 0.95 * 0.25, 1.0]))
+    assert torch.all(post_filter(torch.rand(100), 1.7, 0.03) >= 0.03)
+
+
+def test_step_form_applies_the_same_post_filter():
+    torch.manual_seed(1)
+    s = Student(hidden=16, embed=8, mask_floor=0.1, mask_power=1.7, out_floor=0.03).eval()
+    x = torch.randn(1, 25, 161)
+    with torch.no_grad():
+        seq = s(x)[0]
+        step, h, outs = step_module(s), torch.zeros(1, 16), []
+        for t in range(25):
+            m, h = step(x[:, t], h)
+            outs.append(m[0])
+    assert torch.allclose(torch.stack(outs), seq, atol=1e-6)
+    assert float(seq.min()) >= 0.03 - 1e-6
+    assert not torch.allclose(seq, s.train_mask(x)[0].detach())  # the filter did something
+
+
+def test_config_out_floor_is_optional_float(tmp_path):
+    assert load_config("default").student.out_floor is None or isinstance(
+        load_config("default").student.out_floor, float)
+    p = tmp_path / "c.toml"
+    p.write_text("[student]\nout_floor = 0\nmask_power = 2\n")
+    sc = load_config(p).student
+    assert (sc.out_floor, sc.mask_power) == (0.0, 2.0)
+    p.write_text('[student]\nout_floor = "low"\n')
+    with pytest.raises(ConfigError, match="out_floor must be a number"):
+        load_config(p)
