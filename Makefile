@@ -47,6 +47,10 @@ model: $(STAMP)
 bench-denoise: $(STAMP)
 	$(PY) benchmarks/denoise.py --utterances 20
 
+# the student's mask post-filter, chosen on validation speakers (training/configs/default.toml)
+bench-postfilter: $(STAMP)
+	$(PY) benchmarks/mask_postfilter.py
+
 # issue 5: the on-device loop benchmark (per-hop cost on both interpreters, PulseAudio live run)
 bench-edge-loop: $(STAMP) bootstrap
 	$(PY) benchmarks/edge_loop.py --minutes $(or $(MINUTES),10)

@@ -29,12 +29,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.train]
 IN_CI = os.environ.get("CI") == "true"
 EDGE = [sys.executable, "-m", "edge"]
 # SI-SDR gain on this clip (aircon noise, 5 dB), measured: the tiny test model of
-# tests/stepmodels.py +1.7 dB offline; the shipped default v1.2.0 +3.16 dB live (+2.94 dB
-# offline; DTLN +6.5, GTCRN +4.7, RNNoise +1.7 dB offline on the same clip). Issue 5 asks
-# >= 5 dB of the shipped model: not reached yet (see the README's denoiser section), so the
-# bound is the measured one with margin until a better model ships.
+# tests/stepmodels.py +1.7 dB offline; the shipped default v1.3.0 +2.80..2.87 dB live in three
+# runs (+2.27 dB offline; v1.2.0 had +3.16 live: v1.3.0's mask post-filter, chosen on
+# validation, gains +0.12 PESQ and +0.4 dB SI-SDR on the test split but costs this clip
+# 0.8 dB; DTLN +6.5, GTCRN +4.7, RNNoise +1.7 dB offline on the same clip). Issue 5 asks
+# >= 5 dB of the shipped model: not reached on this clip (the test split's 5 dB mixtures
+# gain +5.7 dB on average, README denoiser section), so the bound is the measured one with
+# margin until a better model ships.
 MIN_GAIN_TEST_MODEL_DB = 0.75
-MIN_GAIN_SHIPPED_DB = 2.5
+MIN_GAIN_SHIPPED_DB = 2.3
 
 
 @dataclass

@@ -50,3 +50,23 @@ def test_config_out_floor_is_optional_float(tmp_path):
     p.write_text('[student]\nout_floor = "low"\n')
     with pytest.raises(ConfigError, match="out_floor must be a number"):
         load_config(p)
+
+
+def test_postfilter_choice_keeps_the_trained_masks_stoi():
+    """benchmarks/mask_postfilter.py picks the best PESQ that does not cost intelligibility."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mask_postfilter.py"
+    spec = importlib.util.spec_from_file_location("mask_postfilter", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def row(pesq, stoi):
+        return {"all": {"pesq": pesq, "stoi": stoi, "si_sdr": 0.0, "si_sdr_i": 0.0}}
+
+    grid = {"1/0.1": row(1.79, 0.839), "1.7/0.03": row(1.947, 0.839),
+            "2/0.03": row(1.958, 0.837)}
+    assert mod.choose(grid, 0.1) == "1.7/0.03"
+    assert "(chosen)" in mod.markdown({"mixtures": 3, "snrs": (0.0,), "trained_floor": 0.1,
+                                       "chosen": "1.7/0.03", "grid": grid})
