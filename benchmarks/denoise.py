@@ -28,6 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import write_results  # noqa: E402
+
 os.environ.setdefault("BENCH_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
@@ -215,11 +218,7 @@ def main(argv=None) -> int:
                        "version": md["version"]},
         "systems": {k: {**summary[k], "info": info.get(k, {})} for k in summary},
     }
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "denoise.json").write_text(json.dumps(res, indent=1))
-    (out / "denoise.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(Path(a.out), "denoise", res, markdown(res))
     return 0
 
 

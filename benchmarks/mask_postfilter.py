@@ -12,13 +12,14 @@ both numbers for a trained student on the *validation* speakers (never the test 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import write_results  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -70,11 +71,7 @@ def main(argv=None) -> int:
     res = {"split": "val", "mixtures": len(mixtures), "snrs": snrs,
            "trained_floor": student.mask_floor, "wall_s": round(time.monotonic() - t0, 1),
            "chosen": best, "grid": summary}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mask_postfilter.json").write_text(json.dumps(res, indent=1))
-    (out / "mask_postfilter.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(Path(a.out), "mask_postfilter", res, markdown(res))
     return 0
 
 
