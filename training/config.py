@@ -126,13 +126,12 @@ def _build(cls, d: dict, where: str):
             kw[k] = _build(type(default), v, f"{where} [{k}]")
         else:
             v = _tupled(v)
-            if (isinstance(default, float) or default is None) and isinstance(v, int):
+            want = float if default is None else type(default)  # None: an optional float
+            if want is float and isinstance(v, int):
                 v = float(v)
-            if default is None and isinstance(v, float):  # optional float fields
-                pass
-            elif type(v) is not type(default):
-                want = "a number" if default is None else type(default).__name__
-                raise ConfigError(f"{where}: {k} must be {want}, got {type(v).__name__}")
+            if type(v) is not want:
+                name = "a number" if default is None else want.__name__
+                raise ConfigError(f"{where}: {k} must be {name}, got {type(v).__name__}")
             kw[k] = v
     return cls(**kw)
 

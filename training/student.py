@@ -57,7 +57,7 @@ class Student(nn.Module):
 
     def train_mask(self, feats: torch.Tensor) -> torch.Tensor:
         """The mask the distillation loss sees (SPEC §3's m_s)."""
-        return self.mask_floor + (1 - self.mask_floor) * self.gate(feats)
+        return post_filter(self.gate(feats), 1.0, self.mask_floor)
 
     def forward(self, feats: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         """The mask the product applies (post-filtered ``gate``)."""
