@@ -15,7 +15,7 @@ from training.config import TrainConfig
 from training.data import Mixer
 from training.loss import adaptive_loss, mask_mse, si_sdr
 from training.progress import bar, fast_forward, load_checkpoint, save_checkpoint
-from training.student import Student
+from training.student import Student, post_filter
 from training.teacher import Teacher, _t, batch_weights, enhance, feature_stats
 
 
@@ -110,8 +110,9 @@ def student_val_metrics(s: Student, val: Mixer, cfg: TrainConfig, batches: int =
     sd, mm = [], []
     for i in range(batches):
         b = val.batch(np.random.default_rng([cfg.seed, 2, i]), cfg.teacher.batch)
-        feats = _t(b["feats"])
-        y = enhance(b["noisy_spec"], s(feats), b["clean"].shape[1])
+        gate = s.gate(_t(b["feats"]))  # once: both masks are functions of it
+        y = enhance(b["noisy_spec"], post_filter(gate, s.mask_power, s.out_floor),
+                    b["clean"].shape[1])
         sd.append(float(si_sdr(y, _t(b["clean"])).mean()))
-        mm.append(float(mask_mse(s.train_mask(feats), _t(b["irm"]))))
+        mm.append(float(mask_mse(post_filter(gate, 1.0, s.mask_floor), _t(b["irm"]))))
     return {"si_sdr": round(float(np.mean(sd)), 4), "mask_mse": round(float(np.mean(mm)), 5)}
