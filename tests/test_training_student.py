@@ -3,6 +3,7 @@ that the step model and the TFLite export compute."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,7 +16,7 @@ def test_post_filter_identity_by_default():
     torch.manual_seed(0)
     s = Student(hidden=16, embed=8, mask_floor=0.1).eval()
     x = torch.randn(2, 20, 161)
-    assert torch.equal(s(x), s.train_mask(x))
+    assert torch.equal(s(x), s.train_mask(x)[0])
 
 
 def test_post_filter_maps_gate_ends_to_floor_and_one():
@@ -37,7 +38,7 @@ def test_step_form_applies_the_same_post_filter():
             outs.append(m[0])
     assert torch.allclose(torch.stack(outs), seq, atol=1e-6)
     assert float(seq.min()) >= 0.03 - 1e-6
-    assert not torch.allclose(seq, s.train_mask(x)[0].detach())  # the filter did something
+    assert not torch.allclose(seq, s.train_mask(x)[0][0].detach())  # the filter did something
 
 
 def test_config_out_floor_is_optional_float(tmp_path):
@@ -71,3 +72,38 @@ def test_postfilter_choice_keeps_the_trained_masks_stoi():
     assert mod.choose(grid, 0.1) == "1.7/0.03"
     assert "(chosen)" in mod.markdown({"mixtures": 3, "snrs": (0.0,), "trained_floor": 0.1,
                                        "chosen": "1.7/0.03", "grid": grid})
+
+
+def test_carry_state_keeps_or_zeroes_each_sequence():
+    from training.distill import carry_state
+
+    h = torch.ones(1, 4, 3)
+    draws = np.array([0.1, 0.6, 0.49, 0.5])
+    out = carry_state(h, draws, 0.5)
+    assert out[0, :, 0].tolist() == [0.0, 1.0, 0.0, 1.0]  # zeroed where draw < p_reset
+    assert carry_state(h, draws, 1.0) is None  # always fresh: the old behaviour
+    assert carry_state(None, draws, 0.5) is None  # the first batch starts at zero
+    assert torch.equal(carry_state(h, draws, 0.0), h)
+
+
+def test_train_mask_continues_from_a_given_state():
+    """Two halves run with the state carried equal one whole run: what distillation relies
+    on when a batch starts from the state the previous batch left behind."""
+    torch.manual_seed(0)
+    s = Student(hidden=16, embed=8, mask_floor=0.1).eval()
+    x = torch.randn(2, 30, 161)
+    with torch.no_grad():
+        whole, _ = s.train_mask(x)
+        a, h = s.train_mask(x[:, :12])
+        b, _ = s.train_mask(x[:, 12:], h)
+    assert torch.allclose(torch.cat([a, b], 1), whole, atol=1e-6)
+
+
+def test_config_rejects_a_bad_speed_range(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[data]\nspeed = [1.1, 0.9]\n")
+    with pytest.raises(ConfigError, match="speed must be"):
+        load_config(p)
+    p.write_text("[data]\nspeed = [0.8, 1.2]\n[student]\np_state_reset = 0.5\n")
+    cfg = load_config(p)
+    assert cfg.data.speed == (0.8, 1.2) and cfg.student.p_state_reset == 0.5

@@ -38,6 +38,7 @@ class DataConfig:
     p_babble: float = 0.15
     p_eq: float = 0.5
     p_speed: float = 0.3
+    speed: tuple[float, float] = (0.9, 1.1)  # resampling factor range; < 1 lowers the pitch
     p_level_change: float = 0.2
     max_files_per_speaker: int = 0  # 0 = all (smaller for quick runs)
     max_noise_files: int = 0  # 0 = all
@@ -74,6 +75,9 @@ class StudentConfig:
     ablation: bool = True  # also train the m_ref-only student on the same batches
     # per-bin loss weight |X|^p (training/loss.py bin_weights); 0 = plain mean over bins
     bin_weight_power: float = 0.0
+    # share of training sequences that start from a zero state; the others start from the
+    # state another mixture left behind (training/distill.py carry_state): 1 = always fresh
+    p_state_reset: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -156,4 +160,8 @@ def load_config(path: str | Path | None) -> TrainConfig:
         raise ConfigError(f"{p}: [teacher] lists fewer processor settings than n_processors")
     if abs(sum(cfg.data.split) - 1.0) > 1e-6:
         raise ConfigError(f"{p}: [data] split must sum to 1")
+    lo, hi = cfg.data.speed
+    if not 0 < lo <= hi:
+        raise ConfigError(f"{p}: [data] speed must be [low, high] with 0 < low <= high, "
+                          f"got {list(cfg.data.speed)}")
     return cfg

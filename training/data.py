@@ -279,9 +279,9 @@ class Mixer:
 
     def example(self, rng: np.random.Generator) -> Example:
         c, n = self.cfg, self.n
-        if rng.random() < c.p_speed:  # speed perturbation (tempo and pitch), +-10 %
+        if rng.random() < c.p_speed:  # speed perturbation (tempo and pitch together)
             raw = self.speech[int(rng.integers(len(self.speech)))]
-            f = rng.uniform(0.9, 1.1)
+            f = rng.uniform(*c.speed)
             seg = _crop(raw, int(n * f) + 1, rng)
             speech = soxr.resample(_f(seg), RATE, int(RATE / f))[:n].astype(np.float32)
             speech = np.pad(speech, (0, n - len(speech)))

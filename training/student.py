@@ -49,15 +49,22 @@ class Student(nn.Module):
         self.gru = nn.GRU(embed, hidden, batch_first=True)
         self.out = nn.Linear(hidden, n_bins)
 
+    def run(self, feats: torch.Tensor, h0: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sigmoid output in (0, 1) before any floor, and the final GRU state (1, B, H)."""
+        z = torch.relu(self.inp((feats - self.mean) * self.inv_std))
+        y, h = self.gru(z, h0)
+        return torch.sigmoid(self.out(y)), h
+
     def gate(self, feats: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         """The network's sigmoid output in (0, 1), before any floor."""
-        z = torch.relu(self.inp((feats - self.mean) * self.inv_std))
-        y, _ = self.gru(z, h0)
-        return torch.sigmoid(self.out(y))
+        return self.run(feats, h0)[0]
 
-    def train_mask(self, feats: torch.Tensor) -> torch.Tensor:
-        """The mask the distillation loss sees (SPEC §3's m_s)."""
-        return post_filter(self.gate(feats), 1.0, self.mask_floor)
+    def train_mask(self, feats: torch.Tensor, h0: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask the distillation loss sees (SPEC §3's m_s), and the final state."""
+        g, h = self.run(feats, h0)
+        return post_filter(g, 1.0, self.mask_floor), h
 
     def forward(self, feats: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         """The mask the product applies (post-filtered ``gate``)."""
