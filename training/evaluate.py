@@ -51,6 +51,30 @@ def tflite_system(path: Path) -> System:
     return d.process
 
 
+def continuous(system: System, mixtures: list[dict]) -> System:
+    """``system`` run once over all ``mixtures`` back to back, as one stream, then cut back
+    into one output per mixture: how a device that runs for hours sees them (the state one
+    mixture leaves behind meets the next one's noise, level and speaker).
+
+    The returned System answers only the mixtures' own ``noisy`` arrays (by identity), which
+    is how ``run_systems`` calls it; the stream runs on the first call.
+    """
+    out: dict[int, np.ndarray] = {}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if not out:
+            y = np.asarray(system(np.concatenate([m["noisy"] for m in mixtures])), np.float32)
+            o = 0
+            for m in mixtures:
+                out[id(m["noisy"])] = y[o:o + len(m["noisy"])]
+                o += len(m["noisy"])
+        if id(x) not in out:
+            raise ValueError("continuous(): called with a signal that is not one of its "
+                             "mixtures")
+        return out[id(x)]
+    return run
+
+
 def run_systems(systems: dict[str, System], mixtures: list[dict], quiet: bool = False,
                 keep: int = 0) -> tuple[dict, dict]:
     """Scores every system on every mixture. Returns (per-system summary, kept outputs).
