@@ -1,8 +1,8 @@
 """`edge-denoise live` through a real sound server: a private PulseAudio with null sinks.
 
-Noisy speech from ../shared/data is played into a null sink with paplay; the live loop
-captures the sink's monitor through PortAudio -> ALSA -> pulse at 48 kHz (so both streaming
-resamplers run) and records what it denoised. The server is then killed under a running loop.
+Noisy speech from ../shared/data (the denoiser benchmark's held-out test mixtures) is played
+into a null sink with paplay; the live loop captures the sink's monitor through PortAudio ->
+ALSA -> pulse and records what it denoised. The server is then killed under a running loop.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.train]
 
 IN_CI = os.environ.get("CI") == "true"
 EDGE = [sys.executable, "-m", "edge"]
-# SI-SDR gain on this clip (aircon noise, 5 dB), measured: the tiny test model of
-# tests/stepmodels.py +1.7 dB offline; the shipped default v1.3.0 +2.80..2.87 dB live in three
-# runs (+2.27 dB offline; v1.2.0 had +3.16 live: v1.3.0's mask post-filter, chosen on
-# validation, gains +0.12 PESQ and +0.4 dB SI-SDR on the test split but costs this clip
-# 0.8 dB; DTLN +6.5, GTCRN +4.7, RNNoise +1.7 dB offline on the same clip). Issue 5 asks
-# >= 5 dB of the shipped model: not reached on this clip (the test split's 5 dB mixtures
-# gain +5.7 dB on average, README denoiser section), so the bound is the measured one with
-# margin until a better model ships.
-MIN_GAIN_TEST_MODEL_DB = 0.75
-MIN_GAIN_SHIPPED_DB = 2.3
+# Mean SI-SDR gain per mixture over the denoiser benchmark's 20 test-split mixtures at 5 dB
+# (20 unseen speakers, unseen noises), played back to back as one 85 s stream: the model's
+# state runs on from one mixture into the next, as on a device. Measured: v1.3.0 +4.1 dB
+# offline on that stream (+5.7 dB started fresh on every mixture: it had only ever been
+# trained from a zero state); v1.4.0, trained to start from another mixture's state, +5.17 dB
+# offline and +5.15..5.19 dB live (three runs). The tiny test model of tests/stepmodels.py
+# (2 min of speech, two noises) does not generalise to these noises (-0.3 dB offline): with
+# it the test only bounds the damage.
+MIN_GAIN_TEST_MODEL_DB = -1.0
+MIN_GAIN_SHIPPED_DB = 5.0
 
 
 @dataclass
@@ -70,15 +70,35 @@ def model_path(tmp_path_factory) -> tuple[Path, float]:
     return build_test_model(tmp_path_factory.getbasetemp() / "stepmodel"), MIN_GAIN_TEST_MODEL_DB
 
 
-@pytest.fixture(scope="module")
-def speech_pair(shared_data) -> tuple[np.ndarray, np.ndarray]:
-    """(clean, noisy at 5 dB SNR) 16 kHz, speech from a held-out VCTK speaker."""
-    from stepmodels import mix
+@dataclass
+class Stream:
+    """Test mixtures back to back: ``noisy`` is what is played; mixture ``i`` is
+    ``noisy[starts[i]:starts[i] + len(clean[i])]``."""
 
-    clean = np.concatenate([load_audio(p).samples
-                            for p in sorted((shared_data / "speech/vctk/p232").glob("*.flac"))])
-    noise = load_audio(shared_data / "noise/household_timgrau/aircon_1.flac").samples
-    return clean, mix(clean, noise, 5.0)
+    noisy: np.ndarray
+    clean: list[np.ndarray]
+    starts: list[int]
+
+
+@pytest.fixture(scope="module")
+def stream(shared_data) -> Stream:
+    """The denoiser benchmark's test mixtures at 5 dB SNR (speakers and noises held out of
+    training), from the same seeded split as ``benchmarks/denoise.py``."""
+    from training.config import load_config
+    from training.data import eval_mixtures, make_manifest
+
+    cfg = load_config("default")
+    mixtures = eval_mixtures(make_manifest(cfg.data, shared_data, cfg.seed), 20, (5.0,))
+    starts = np.cumsum([0] + [len(m["noisy"]) for m in mixtures])[:-1]
+    return Stream(noisy=np.concatenate([m["noisy"] for m in mixtures]),
+                  clean=[m["clean"] for m in mixtures], starts=[int(o) for o in starts])
+
+
+def mean_gain(stream: Stream, y: np.ndarray, x: np.ndarray) -> float:
+    """Mean over mixtures of SI-SDR(output) - SI-SDR(input), both aligned to the stream."""
+    g = [si_sdr(c, y[o:o + len(c)]) - si_sdr(c, x[o:o + len(c)])
+         for c, o in zip(stream.clean, stream.starts, strict=True)]
+    return float(np.mean(g))
 
 
 def si_sdr(ref: np.ndarray, est: np.ndarray) -> float:
@@ -113,9 +133,9 @@ def wait_recording(proc: subprocess.Popen, out: Path, timeout: float = 30) -> No
         time.sleep(0.05)
 
 
-def test_live_denoises_played_speech_without_overruns(pulse, model_path, speech_pair, tmp_path):
+def test_live_denoises_played_speech_without_overruns(pulse, model_path, stream, tmp_path):
     model, min_gain = model_path
-    clean, noisy = speech_pair
+    noisy = stream.noisy
     played = tmp_path / "noisy.wav"
     save_audio(played, noisy, subtype="FLOAT")
     out, captured = tmp_path / "out.wav", tmp_path / "in.wav"
@@ -125,7 +145,7 @@ def test_live_denoises_played_speech_without_overruns(pulse, model_path, speech_
     proc = start_live(pulse, model, out, seconds, "--record-input", str(captured), rate=16_000)
     wait_recording(proc, out)
     subprocess.run(["paplay", f"--device={pulse.sink}", str(played)], env=pulse.env, check=True,
-                   timeout=60)
+                   timeout=seconds + 60)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     summary = json.loads(stdout)
@@ -140,13 +160,13 @@ def test_live_denoises_played_speech_without_overruns(pulse, model_path, speech_
     y, x = load_audio(out).samples, load_audio(captured).samples
     lag, peak = align(noisy, y)
     assert peak > 0.5, f"output does not line up with the played speech (peak {peak:.2f})"
-    live = y[lag:lag + len(clean)]
-    assert len(live) == len(clean), "recording cut the speech short"
+    live = y[lag:lag + len(noisy)]
+    assert len(live) == len(noisy), "recording cut the speech short"
     lag_in, peak_in = align(noisy, x)
     assert peak_in > 0.9
-    heard = x[lag_in:lag_in + len(clean)]  # what the loop captured, through the same path
+    heard = x[lag_in:lag_in + len(noisy)]  # what the loop captured, through the same path
 
-    gain = si_sdr(clean, live) - si_sdr(clean, heard)
+    gain = mean_gain(stream, live, heard)
     added_ms = (lag - lag_in) / 16
     print(f"live SI-SDR gain {gain:.2f} dB (bound {min_gain} dB), loop delay {added_ms:.1f} ms")
     assert gain >= min_gain
@@ -155,11 +175,10 @@ def test_live_denoises_played_speech_without_overruns(pulse, model_path, speech_
 
 
 def test_sound_server_killed_mid_run_gives_error_and_valid_partial_file(
-        pulse, model_path, speech_pair, tmp_path):
+        pulse, model_path, stream, tmp_path):
     model, _ = model_path
-    _, noisy = speech_pair
     played = tmp_path / "noisy.wav"
-    save_audio(played, noisy)
+    save_audio(played, stream.noisy[:10 * 16_000])
     out = tmp_path / "part.wav"
     proc = start_live(pulse, model, out, 60.0)
     wait_recording(proc, out)
@@ -199,13 +218,12 @@ def test_sigusr1_toggles_bypass_and_sigterm_stops_cleanly(pulse, model_path, tmp
     assert sf.info(out).frames > 0
 
 
-def test_live_streams_denoised_audio_over_rtp(pulse, model_path, speech_pair, tmp_path):
+def test_live_streams_denoised_audio_over_rtp(pulse, model_path, stream, tmp_path):
     """`live --stream udp://...` sends what it records, and the receiver's telemetry flows back."""
     from edge.transport.receiver import Receiver
 
     model, _ = model_path
-    _, noisy = speech_pair
-    noisy = noisy[: 3 * 16_000]
+    noisy = stream.noisy[: 3 * 16_000]
     played, out, tele = tmp_path / "noisy.wav", tmp_path / "out.wav", tmp_path / "tele.jsonl"
     save_audio(played, noisy, subtype="FLOAT")
     with Receiver("127.0.0.1:0") as rx:
