@@ -99,10 +99,13 @@ def test_train_mask_continues_from_a_given_state():
     assert torch.allclose(torch.cat([a, b], 1), whole, atol=1e-6)
 
 
-def test_config_rejects_a_bad_speed_range(tmp_path):
+def test_config_rejects_a_bad_speed_range_or_reset_share(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text("[data]\nspeed = [1.1, 0.9]\n")
     with pytest.raises(ConfigError, match="speed must be"):
+        load_config(p)
+    p.write_text("[student]\np_state_reset = 2\n")
+    with pytest.raises(ConfigError, match="p_state_reset is a share"):
         load_config(p)
     p.write_text("[data]\nspeed = [0.8, 1.2]\n[student]\np_state_reset = 0.5\n")
     cfg = load_config(p)

@@ -164,4 +164,7 @@ def load_config(path: str | Path | None) -> TrainConfig:
     if not 0 < lo <= hi:
         raise ConfigError(f"{p}: [data] speed must be [low, high] with 0 < low <= high, "
                           f"got {list(cfg.data.speed)}")
+    if not 0 <= cfg.student.p_state_reset <= 1:
+        raise ConfigError(f"{p}: [student] p_state_reset is a share in [0, 1], got "
+                          f"{cfg.student.p_state_reset}")
     return cfg
