@@ -211,9 +211,9 @@ def main(argv=None) -> int:
     cache_p.write_text(json.dumps(cache))
     if a.peers_only:
         return 0
-    rows = ["noisy", *peer_rows, *[k for k in summary if k not in ["noisy", *peer_rows]]]
-    order = ([r for r in rows if not r.endswith("_continuous")]
-             + [r for r in rows if r.endswith("_continuous")])  # the stream rows together
+    rows = ["noisy", *peer_rows]
+    rows += [k for k in summary if k not in rows]
+    order = sorted(rows, key=lambda r: r.endswith("_continuous"))  # stable: stream rows last
     merged = {}
     for name in order:
         if name in summary:
