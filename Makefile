@@ -47,6 +47,10 @@ model: $(STAMP)
 bench-denoise: $(STAMP)
 	$(PY) benchmarks/denoise.py --utterances 20
 
+# the shipped model against its training target's oracle, per SNR, on each split
+bench-headroom: $(STAMP)
+	$(PY) benchmarks/denoise_headroom.py --utterances 20
+
 # the student's mask post-filter, chosen on validation speakers (training/configs/default.toml)
 bench-postfilter: $(STAMP)
 	$(PY) benchmarks/mask_postfilter.py
