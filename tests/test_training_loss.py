@@ -90,3 +90,29 @@ def test_si_sdr_scale_invariant():
     noisy = ref + 0.1 * torch.randn(2, 1000)
     assert torch.allclose(si_sdr(3.0 * noisy, ref), si_sdr(noisy, ref), atol=1e-4)
     assert float(si_sdr(ref, ref).min()) > 60
+
+
+def test_student_loss_is_spec_loss_unless_an_si_sdr_weight_is_set():
+    """distill.student_loss: exactly SPEC §3's loss (or the m_ref MSE) at weight 0; with a
+    weight it subtracts that many times the SI-SDR of the masked mixture."""
+    from edge.dsp import ideal_ratio_mask, stft
+    from training.distill import student_loss
+    from training.loss import mask_mse, si_sdr
+
+    rng = np.random.default_rng(0)
+    clean = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)
+    noisy = (clean + 0.05 * rng.standard_normal((2, 4000))).astype(np.float32)
+    xs = np.stack([stft(x) for x in noisy])
+    b = {"noisy_spec": xs, "clean": clean}
+    m_ref = torch.from_numpy(np.stack(
+        [ideal_ratio_mask(stft(c), x) for c, x in zip(clean, xs, strict=True)]))
+    m_t = torch.full_like(m_ref, 0.5)
+    m_s = torch.full_like(m_ref, 0.7, requires_grad=True)
+    assert float(student_loss(m_s, m_ref, m_t, None)) == float(adaptive_loss(m_s, m_ref, m_t))
+    assert float(student_loss(m_s, m_ref, None, None)) == float(mask_mse(m_s, m_ref))
+    y = istft(torch.from_numpy(xs) * m_s.detach(), 4000)
+    want = float(mask_mse(m_s, m_ref)) - 0.01 * float(si_sdr(y, torch.from_numpy(clean)).mean())
+    loss = student_loss(m_s, m_ref, None, None, 0.01, b)
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    loss.backward()
+    assert m_s.grad is not None and torch.isfinite(m_s.grad).all()

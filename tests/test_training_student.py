@@ -135,6 +135,9 @@ def test_config_rejects_a_bad_speed_range_or_reset_share(tmp_path):
     p.write_text("[data]\nspeed = [1.1, 0.9]\n")
     with pytest.raises(ConfigError, match="speed must be"):
         load_config(p)
+    p.write_text("[student]\nsi_sdr_weight = -0.1\n")
+    with pytest.raises(ConfigError, match="si_sdr_weight must be"):
+        load_config(p)
     p.write_text("[student]\np_state_reset = 2\n")
     with pytest.raises(ConfigError, match="p_state_reset is a share"):
         load_config(p)

@@ -78,6 +78,9 @@ class StudentConfig:
     # share of training sequences that start from a zero state; the others start from the
     # state another mixture left behind (training/distill.py carry_state): 1 = always fresh
     p_state_reset: float = 1.0
+    # weight of an extra -SI-SDR (dB) term of the resynthesised output, added to both
+    # students' loss. 0 = SPEC §3's loss exactly (the shipped recipe); not part of the spec
+    si_sdr_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,9 @@ def load_config(path: str | Path | None) -> TrainConfig:
     if not 0 < lo <= hi:
         raise ConfigError(f"{p}: [data] speed must be [low, high] with 0 < low <= high, "
                           f"got {list(cfg.data.speed)}")
+    if cfg.student.si_sdr_weight < 0:
+        raise ConfigError(f"{p}: [student] si_sdr_weight must be >= 0, got "
+                          f"{cfg.student.si_sdr_weight}")
     if not 0 <= cfg.student.p_state_reset <= 1:
         raise ConfigError(f"{p}: [student] p_state_reset is a share in [0, 1], got "
                           f"{cfg.student.p_state_reset}")

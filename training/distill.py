@@ -89,8 +89,8 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
             for n, s in students.items():
                 m_s, h = s.train_mask(feats, carry_state(carry[n], resets, sc.p_state_reset))
                 carry[n] = h.detach()
-                loss = adaptive_loss(m_s, m_ref, m_teacher, w) if n == "adaptive" else (
-                    mask_mse(m_s, m_ref, w))
+                loss = student_loss(m_s, m_ref, m_teacher if n == "adaptive" else None, w,
+                                    sc.si_sdr_weight, b)
                 opts[n].zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(s.parameters(), 5.0)
@@ -108,6 +108,25 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
     metrics["params"] = students[names[0]].n_params()
     metrics["macs_per_hop"] = students[names[0]].macs_per_hop()
     return {"students": students, "metrics": metrics}
+
+
+def student_loss(m_s: torch.Tensor, m_ref: torch.Tensor, m_teacher: torch.Tensor | None,
+                 w: torch.Tensor | None, si_sdr_weight: float = 0.0, b: dict | None = None
+                 ) -> torch.Tensor:
+    """SPEC §3's adaptive loss (the m_ref-only MSE without a teacher), minus
+    ``si_sdr_weight`` times the mean SI-SDR (dB) of the batch's noisy spectrum ``b`` masked
+    by ``m_s`` against its clean signal.
+
+    The SI-SDR term is off (0) in the shipped recipe: SPEC §3 specifies the loss exactly. In
+    3000-step trials a weight of 0.01 gave +0.5 dB SI-SDR and +0.04 PESQ (README), the
+    largest lever found for the low-SNR gap, so it is here for the team to decide on.
+    """
+    loss = adaptive_loss(m_s, m_ref, m_teacher, w) if m_teacher is not None else (
+        mask_mse(m_s, m_ref, w))
+    if si_sdr_weight:
+        y = enhance(_t(b["noisy_spec"]).to(m_s.device), m_s, b["clean"].shape[1])
+        loss = loss - si_sdr_weight * si_sdr(y, _t(b["clean"]).to(y.device)).mean()
+    return loss
 
 
 def carry_state(h: torch.Tensor | None, draws: np.ndarray, p_reset: float

@@ -14,7 +14,7 @@ from edge.dsp import DEFAULT_FRONT_END, FrontEnd
 def istft(spec: torch.Tensor, n_samples: int, fe: FrontEnd = DEFAULT_FRONT_END
           ) -> torch.Tensor:
     """(batch, frames, bins) complex -> (batch, n_samples) float32, like ``edge.dsp.istft``."""
-    win = torch.as_tensor(fe.synthesis_window, dtype=torch.float32)
+    win = torch.as_tensor(fe.synthesis_window, dtype=torch.float32, device=spec.device)
     frames = torch.fft.irfft(spec, n=fe.n_fft, dim=-1)[..., :fe.win] * win
     b, t, _ = frames.shape
     out = torch.nn.functional.fold(
