@@ -81,7 +81,7 @@ def markdown(res: dict) -> str:
              "| split | system | " + " | ".join(f"{s} dB" for s in snrs) + " | all |",
              "|---|---|" + "---|" * (len(snrs) + 1)]
     for split, r in res["splits"].items():
-        for name in ("student_int8", "oracle_irm"):
+        for name in [n for n in ("noisy", "student_int8", "oracle_irm") if n in r["systems"]]:
             s = r["systems"][name]
             cells = [f"{s['snr'][k]['si_sdr_i']:+.1f} ({s['snr'][k]['pesq']:.2f})"
                      for k in snrs]
