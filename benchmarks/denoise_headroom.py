@@ -52,7 +52,7 @@ def main(argv=None) -> int:
 
     from training.config import load_config
     from training.data import eval_mixtures, make_manifest
-    from training.evaluate import run_systems, tflite_system
+    from training.evaluate import per_mixture, run_systems, tflite_system
 
     cfg = load_config("default")
     manifest = make_manifest(cfg.data, Path(a.shared) / "data", cfg.seed)
@@ -61,11 +61,8 @@ def main(argv=None) -> int:
            "splits": {}}
     for split in SPLITS:
         mixtures = eval_mixtures(manifest, a.utterances, SNRS, split=split)
-        # run_systems hands each system the noisy signal only; the oracle also needs the
-        # clean one, so its outputs are computed first and looked up by the noisy array
-        oracle = {id(m["noisy"]): oracle_irm(m) for m in mixtures}
         systems = {"noisy": lambda x: x, "student_int8": tflite_system(Path(a.model)),
-                   "oracle_irm": lambda x, o=oracle: o[id(x)]}
+                   "oracle_irm": per_mixture(oracle_irm, mixtures)}
         summary, _ = run_systems(systems, mixtures)
         res["splits"][split] = {"mixtures": len(mixtures), "systems": summary}
     res["wall_s"] = round(time.monotonic() - t0, 1)

@@ -144,3 +144,28 @@ def test_config_rejects_a_bad_speed_range_or_reset_share(tmp_path):
     p.write_text("[data]\nspeed = [0.8, 1.2]\n[student]\np_state_reset = 0.5\n")
     cfg = load_config(p)
     assert cfg.data.speed == (0.8, 1.2) and cfg.student.p_state_reset == 0.5
+
+
+def test_continuous_runs_one_stream_and_per_mixture_sees_the_whole_mixture():
+    """training.evaluate: both answer only their mixtures' own noisy arrays (as run_systems
+    calls them); ``continuous`` runs the system once over the concatenation, so a stateful
+    system carries its state from one mixture into the next."""
+    from training.evaluate import continuous, per_mixture
+
+    mixtures = [{"noisy": np.ones(3, np.float32), "clean": np.full(3, 2.0, np.float32)},
+                {"noisy": np.ones(4, np.float32), "clean": np.full(4, 5.0, np.float32)}]
+    calls = []
+
+    def running_sum(x):  # the output depends on everything heard before
+        calls.append(len(x))
+        return np.cumsum(x)
+
+    sys_ = continuous(running_sum, mixtures)
+    np.testing.assert_array_equal(sys_(mixtures[1]["noisy"]), [4, 5, 6, 7])
+    np.testing.assert_array_equal(sys_(mixtures[0]["noisy"]), [1, 2, 3])
+    assert calls == [7]  # one stream, run once
+    oracle = per_mixture(lambda m: m["clean"] * 10, mixtures)
+    np.testing.assert_array_equal(oracle(mixtures[1]["noisy"]), np.full(4, 50.0))
+    for s in (sys_, oracle):
+        with pytest.raises(ValueError, match="not one of its mixtures"):
+            s(np.ones(3, np.float32))  # equal values, but not a mixture's own array

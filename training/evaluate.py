@@ -51,26 +51,41 @@ def tflite_system(path: Path) -> System:
     return d.process
 
 
+def _mixture_of(by_noisy: dict[int, dict], x: np.ndarray) -> dict:
+    """The mixture whose ``noisy`` array ``x`` is (by identity: ``run_systems`` hands each
+    system the mixture's own array)."""
+    try:
+        return by_noisy[id(x)]
+    except KeyError:
+        raise ValueError("called with a signal that is not one of its mixtures") from None
+
+
+def per_mixture(fn: Callable[[dict], np.ndarray], mixtures: list[dict]) -> System:
+    """A system that sees the whole mixture, clean signal included (an oracle):
+    ``fn(mixture)``, answered for each mixture's own ``noisy`` array."""
+    by_noisy = {id(m["noisy"]): m for m in mixtures}
+    return lambda x: fn(_mixture_of(by_noisy, x))
+
+
 def continuous(system: System, mixtures: list[dict]) -> System:
     """``system`` run once over all ``mixtures`` back to back, as one stream, then cut back
     into one output per mixture: how a device that runs for hours sees them (the state one
     mixture leaves behind meets the next one's noise, level and speaker).
 
-    The returned System answers only the mixtures' own ``noisy`` arrays (by identity), which
-    is how ``run_systems`` calls it; the stream runs on the first call.
+    Like ``per_mixture``, the returned System answers only the mixtures' own ``noisy``
+    arrays; the stream runs on the first call.
     """
+    by_noisy = {id(m["noisy"]): m for m in mixtures}
     out: dict[int, np.ndarray] = {}
 
     def run(x: np.ndarray) -> np.ndarray:
+        _mixture_of(by_noisy, x)
         if not out:
             y = np.asarray(system(np.concatenate([m["noisy"] for m in mixtures])), np.float32)
             o = 0
             for m in mixtures:
                 out[id(m["noisy"])] = y[o:o + len(m["noisy"])]
                 o += len(m["noisy"])
-        if id(x) not in out:
-            raise ValueError("continuous(): called with a signal that is not one of its "
-                             "mixtures")
         return out[id(x)]
     return run
 
