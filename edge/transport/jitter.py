@@ -1,9 +1,12 @@
 """Jitter buffer: when to play which Opus packet (pure logic; the caller passes ``now``).
 
 Packets are scheduled by extended sequence number (one 20 ms frame each): frame ``s`` plays at
-``anchor + (s - s0) * frame``. The playout delay adapts between ``min_ms`` and the configured
-``buffer_ms``: every ``adapt_s`` it compares the anchor with the earliest relative arrival plus
-the observed delay spread (95th percentile over the last two seconds) plus one frame, so that the
+``anchor + (s - s0) * frame``. The numbers come from ``edge.transport.seqstate.SeqTracker``,
+which has already dropped strays and made resyncs and sender restarts continuous.
+The playout delay adapts between ``min_ms`` and the configured ``buffer_ms``:
+every ``adapt_s`` it compares the anchor with the earliest relative arrival plus
+the observed delay spread (95th percentile over the last two seconds, measured from the 3rd
+earliest arrival so one early stray cannot pull the schedule forward) plus one frame, so that the
 next packet's FEC is usually there when a packet is missing, and moves by one frame: a
 concealment frame is inserted to grow, a frame is decoded and discarded to shrink (the decoder
 state stays continuous). Reordered packets take their slot; duplicates and packets that arrive
@@ -18,10 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.transport.stats import extend_seq
-
 MAX_AHEAD_S = 10.0  # a packet further ahead than this means the stream restarted: resync
 MAX_CONCEAL = 5  # frames concealed beyond the newest packet before playout stalls
+BASE_RANK = 2  # the earliest arrival is the 3rd earliest: robust to two early outliers
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,6 @@ class JitterBuffer:
         self._pkts: dict[int, bytes] = {}
         self._seen: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._rel: collections.deque[float] = collections.deque(maxlen=int(2.0 / self.frame))
-        self._last_ext: int | None = None
         self._s0: int | None = None
         self._anchor = 0.0
         self._next: int | None = None
@@ -68,7 +69,15 @@ class JitterBuffer:
         """The current playout delay over the earliest arrivals, ms."""
         if not self._rel:
             return 1000.0 * self.target_s
-        return 1000.0 * (self._anchor - min(self._rel))
+        return 1000.0 * (self._anchor - self._base(np.fromiter(self._rel, dtype=np.float64)))
+
+    @staticmethod
+    def _base(rel: np.ndarray) -> float:
+        """The earliest relative arrival, ignoring up to BASE_RANK outliers when there are
+        enough samples: a single packet far ahead of its time (a stray the sequence check let
+        through) would otherwise shrink the delay and make the next packets late."""
+        k = BASE_RANK if len(rel) >= 10 else 0
+        return float(np.partition(rel, k)[k])
 
     @property
     def concealed(self) -> int:
@@ -78,20 +87,18 @@ class JitterBuffer:
     def buffered(self) -> int:
         return len(self._pkts)
 
-    def set_end(self, last_seq: int) -> None:
-        """The sender's BYE: ``last_seq`` (16-bit) was the final packet."""
-        if self._last_ext is not None:
-            self.end_seq = extend_seq(last_seq, self._last_ext)
+    def set_end(self, last_ext: int) -> None:
+        """The sender's BYE: extended number ``last_ext`` was the final packet."""
+        self.end_seq = last_ext
 
     @property
     def finished(self) -> bool:
         return self.end_seq is not None and self._next is not None and self._next > self.end_seq
 
     # input -------------------------------------------------------------------------
-    def push(self, seq: int, payload: bytes, now: float) -> str:
-        """Add a packet (16-bit ``seq``) that arrived at ``now`` (s).
+    def push(self, ext: int, payload: bytes, now: float) -> str:
+        """Add a packet (extended sequence number ``ext``) that arrived at ``now`` (s).
         Returns 'ok', 'late' or 'duplicate'."""
-        ext = extend_seq(seq, self._last_ext)
         if self._s0 is None or (self._next is not None
                                 and abs(ext - self._next) * self.frame > MAX_AHEAD_S):
             self._start(ext, now)
@@ -101,10 +108,11 @@ class JitterBuffer:
         self._seen[ext] = None
         if len(self._seen) > 4096:
             self._seen.popitem(last=False)
-        self._last_ext = ext if self._last_ext is None else max(self._last_ext, ext)
         rel = now - (ext - self._s0) * self.frame
-        if self._stalled() and ext >= self._next:
-            # playout ran dry (sender paused, long outage): restart the schedule at this packet
+        if self._stalled() and ext > self._newest:
+            # playout ran dry (sender paused or restarted, long outage): restart the schedule
+            # at this packet, even if its slot was among the concealed ones (a restarted
+            # sender's numbering continues right after the newest packet)
             self._anchor = rel + self.target_s
             self._next = ext
             self._rel.clear()
@@ -179,7 +187,7 @@ class JitterBuffer:
         if len(self._rel) < 10:
             return []
         rel = np.fromiter(self._rel, dtype=np.float64)
-        base = float(rel.min())
+        base = self._base(rel)
         spread = float(np.percentile(rel, 95)) - base
         self.target_s = float(np.clip(spread + self.frame, self.min_s, self.max_s))
         want = base + self.target_s

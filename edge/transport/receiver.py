@@ -4,7 +4,9 @@ per-second telemetry to a JSON-lines log and back to the sender (RTCP APP packet
 Two threads: the network thread only parses and queues packets into the jitter buffer; the
 playout thread wakes every 5 ms, decodes the frames that are due and hands them to
 ``on_audio`` (a device, a file, a callback). Bad input (malformed RTP, a wrong payload type,
-oversized datagrams, a foreign SSRC, a vanished peer) is logged, counted and dropped.
+oversized datagrams, a foreign SSRC or source address, stray sequence numbers, a vanished peer)
+is logged, counted and dropped; which packets belong to the stream, and their numbering, is
+decided by ``edge.transport.seqstate.SeqTracker``.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ import numpy as np
 
 from edge.params import TransportParams
 from edge.transport import rtp
-from edge.transport.codec import FRAME, OpusDecoder
+from edge.transport.codec import FRAME, FRAME_MS, OpusDecoder
 from edge.transport.jitter import JitterBuffer
 from edge.transport.links import (
+    TransportError,
     bind_error,
     enable_rx_timestamps,
     parse_hostport,
     recv_stamped,
 )
 from edge.transport.sender import system_clock_ns
+from edge.transport.seqstate import SeqTracker
 from edge.transport.telemetry import TelemetryLog, TelemetryMeter
 
 log = logging.getLogger(__name__)
@@ -38,13 +42,16 @@ SSRC_TAKEOVER_S = 1.0  # another SSRC may take over after the current one was si
 
 
 class Receiver:
-    """Listens on ``listen`` ('ADDR:PORT' or (addr, port)) for one RTP/Opus stream."""
+    """Listens on ``listen`` ('ADDR:PORT' or (addr, port)) for one RTP/Opus stream; with
+    ``peer`` ('ADDR:PORT', port 0 for any) only from that address, else from the first source
+    that sends a valid stream."""
 
     def __init__(self, listen: str | tuple[str, int], params: TransportParams | None = None,
                  on_audio: Callable[[np.ndarray], None] | None = None, keep_audio: bool = True,
                  clock: Callable[[], int] = system_clock_ns,
                  telemetry: TelemetryLog | None = None, interval_s: float = 1.0,
-                 on_frame: Callable[[int, int, np.ndarray], None] | None = None) -> None:
+                 on_frame: Callable[[int, int, np.ndarray], None] | None = None,
+                 peer: str | None = None) -> None:
         self.addr = parse_hostport(listen) if isinstance(listen, str) else tuple(listen)
         self.params = params or TransportParams()
         self.clock = clock
@@ -60,11 +67,11 @@ class Receiver:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.done = threading.Event()  # set when the sender's BYE was played out
-        self.ssrc: int | None = None
-        self._last_pkt = 0.0
+        self.tracker = SeqTracker(FRAME_MS / 1000, SSRC_TAKEOVER_S,
+                                  _resolve(parse_hostport(peer)) if peer else None)
         self._peer = None  # where the back channel goes: UDP address or TCP connection
         self.allocated_kbps = float(self.params.bitrate_kbps)
-        self.counts = dict(malformed=0, wrong_pt=0, oversized=0, foreign_ssrc=0, rtcp=0,
+        self.counts = dict(malformed=0, wrong_pt=0, oversized=0, rtcp=0,
                            bye=0, decode_errors=0, connections=0, disconnects=0,
                            back_errors=0, duplicates_net=0)
         self._sel = selectors.DefaultSelector()
@@ -121,6 +128,7 @@ class Receiver:
             if params.protocol != old.protocol:
                 self._unbind()
                 self._bind(params.protocol)
+                self.tracker.relock()
 
     # network thread ------------------------------------------------------------------
     def _net_loop(self) -> None:
@@ -152,6 +160,12 @@ class Receiver:
                 self._on_datagram(data, t_ns, src)
         elif what == "listen":
             conn, src = sock.accept()
+            if not self.tracker.from_peer(src):
+                conn.close()
+                with self._lock:
+                    self.tracker.foreign_source += 1
+                log.warning("receive: refused a tcp connection from %s:%d", *src[:2])
+                return
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
@@ -192,7 +206,7 @@ class Receiver:
                         rtp.MAX_PACKET)
             return
         if rtp.is_rtcp(data):
-            self._on_rtcp(data)
+            self._on_rtcp(data, src)
             return
         try:
             p = rtp.parse_rtp(data)
@@ -201,27 +215,28 @@ class Receiver:
             self.counts[key] += 1
             log.warning("receive: dropped a packet: %s", e)
             return
-        now_s = now_ns / 1e9
         with self._lock:
-            if self.ssrc is None or (p.ssrc != self.ssrc
-                                     and now_s - self._last_pkt > SSRC_TAKEOVER_S):
-                if self.ssrc is not None:
-                    log.warning("receive: new stream (SSRC %08x)", p.ssrc)
-                self.ssrc = p.ssrc
-            elif p.ssrc != self.ssrc:
-                self.counts["foreign_ssrc"] += 1
-                return
-            self._last_pkt = now_s
-            if src is not None:
-                self._peer = src
-            if p.allocated_kbps:
-                self.allocated_kbps = float(p.allocated_kbps)
-            fresh = self.meter.packet(p.seq, p.timestamp, p.send_ns, now_ns, len(data))
-            if not fresh:
-                self.counts["duplicates_net"] += 1
-            self.jb.push(p.seq, p.payload, now_s)
+            old = self.tracker.key
+            accepted = self.tracker.packet(p.ssrc, src, p.seq, now_ns / 1e9,
+                                           (p, now_ns, len(data)))
+            if accepted and self.tracker.key != old:
+                log.info("receive: stream SSRC %08x from %s", p.ssrc,
+                         f"{src[0]}:{src[1]}" if src else "tcp")
+            for ext, (q, t_ns, n) in accepted:
+                if src is not None:
+                    self._peer = src
+                if q.allocated_kbps:
+                    self.allocated_kbps = float(q.allocated_kbps)
+                if not self.meter.packet(ext, q.timestamp, q.send_ns, t_ns, n):
+                    self.counts["duplicates_net"] += 1
+                self.jb.push(ext, q.payload, t_ns / 1e9)
 
-    def _on_rtcp(self, data: bytes) -> None:
+    @property
+    def ssrc(self) -> int | None:
+        """The SSRC of the stream being played (None before one passed probation)."""
+        return self.tracker.ssrc
+
+    def _on_rtcp(self, data: bytes, src=None) -> None:
         try:
             pt, name, ssrc, body = rtp.parse_app(data)
         except rtp.RtpError as e:
@@ -229,15 +244,17 @@ class Receiver:
             log.warning("receive: dropped an RTCP packet: %s", e)
             return
         self.counts["rtcp"] += 1
-        if pt == rtp.RTCP_BYE and name == rtp.APP_BYE and ssrc == self.ssrc:
+        if pt == rtp.RTCP_BYE and name == rtp.APP_BYE:
+            first, last = body.get("first"), body.get("last")
+            if not (type(first) is int and type(last) is int):  # not bool, float or str
+                self.counts["malformed"] += 1
+                return
             with self._lock:
-                if self.jb.end_seq is None:
+                rng = self.tracker.bye_range(ssrc, src, first, last)
+                if rng is not None and self.jb.end_seq is None:
                     self.counts["bye"] += 1
-                    try:
-                        self.meter.loss.close_range(int(body["first"]), int(body["last"]))
-                        self.jb.set_end(int(body["last"]))
-                    except (KeyError, TypeError, ValueError):
-                        self.counts["malformed"] += 1
+                    self.meter.loss.close_range(*rng)
+                    self.jb.set_end(rng[1])
 
     # playout thread ------------------------------------------------------------------
     def _play_loop(self) -> None:
@@ -326,6 +343,7 @@ class Receiver:
             "plc": jb.plc_frames, "inserted": jb.inserted, "discarded": jb.discarded,
             "delay_ms": round(jb.delay_ms, 1), "target_ms": round(1000 * jb.target_s, 1),
             "seconds": round(len(self._frames) * FRAME / 16_000, 3), **self.counts,
+            **self.tracker.counts,
         }
 
     def close(self) -> None:
@@ -343,3 +361,11 @@ class Receiver:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _resolve(addr: tuple[str, int]) -> tuple[str, int]:
+    """A configured peer's host name as the dotted address packets come from."""
+    try:
+        return socket.gethostbyname(addr[0]), addr[1]
+    except OSError as e:
+        raise TransportError(f"{addr[0]}: cannot resolve the peer ({e})") from None

@@ -133,7 +133,7 @@ def parse_app(data: bytes) -> tuple[int, bytes, int, dict]:
         raise RtpError("RTCP length field does not match the packet")
     try:
         obj = json.loads(data[12:].decode())
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..."
         raise RtpError("RTCP body is not JSON") from None
     if not isinstance(obj, dict):
         raise RtpError("RTCP body is not a JSON object")

@@ -1,7 +1,7 @@
 """Link statistics (SPEC §6), pure: no sockets or clocks; times are passed in.
 
 * RFC 3550 §6.4.1 / A.8 interarrival jitter,
-* loss from RTP sequence numbers with 16-bit wrap (RFC 3550 A.1 extended sequence numbers),
+* loss from extended RTP sequence numbers (validated and numbered by ``seqstate``),
 * bandwidth: bits on the wire per second and their share of the allocation,
 * one-way latency from the sender's send-time stamp,
 * an SNR estimate of received audio from the spread of its frame energies.
@@ -16,18 +16,6 @@ import numpy as np
 SEQ_MOD = 1 << 16
 
 
-def extend_seq(seq: int, last_ext: int | None) -> int:
-    """Unwrap a 16-bit sequence number to the extended number nearest ``last_ext``."""
-    if last_ext is None:
-        return seq
-    cand = (last_ext & ~0xFFFF) | seq
-    if cand - last_ext > SEQ_MOD // 2:
-        cand -= SEQ_MOD
-    elif last_ext - cand > SEQ_MOD // 2:
-        cand += SEQ_MOD
-    return cand
-
-
 def jitter_update(j: float, transit_prev: float | None, transit: float) -> float:
     """One step of J += (|D| - J) / 16 with D the change in transit time (any time unit)."""
     if transit_prev is None:
@@ -37,10 +25,12 @@ def jitter_update(j: float, transit_prev: float | None, transit: float) -> float
 
 @dataclass
 class LossCounter:
-    """Expected vs received packets from sequence numbers (duplicates not double counted).
+    """Expected vs received packets from extended sequence numbers (duplicates not double
+    counted). The caller numbers the packets (``edge.transport.seqstate.SeqTracker``), so
+    strays, resyncs and sender restarts never reach this count as a gap.
 
-    ``first``/``last`` are extended sequence numbers; ``close(first, last)`` lets a sender's
-    BYE fix the range so losses at either end of the stream are counted too.
+    ``first``/``last`` are extended sequence numbers; ``close_range(first, last)`` lets a
+    sender's BYE fix the range so losses at either end of the stream are counted too.
     """
 
     first: int | None = None
@@ -48,31 +38,33 @@ class LossCounter:
     received: int = 0
     _seen: set | None = None
 
-    def add(self, seq: int) -> int:
-        """Count a packet; returns its extended sequence number."""
-        ext = extend_seq(seq, self.last)
+    def add(self, ext: int) -> bool:
+        """Count a packet by its extended number; False when it was a duplicate."""
         if self._seen is None:
             self._seen = set()
         if ext in self._seen:
-            return ext
+            return False
         self._seen.add(ext)
         if len(self._seen) > 4 * SEQ_MOD:  # bounded memory on very long streams
-            lo = (self.last or ext) - SEQ_MOD
+            lo = (self.last if self.last is not None else ext) - SEQ_MOD
             self._seen = {s for s in self._seen if s >= lo}
         self.received += 1
         self.first = ext if self.first is None else min(self.first, ext)
         self.last = ext if self.last is None else max(self.last, ext)
-        return ext
+        return True
 
     def close_range(self, first: int, last: int) -> None:
-        """The sender's BYE: it sent 16-bit sequence numbers ``first``..``last``, so packets
-        lost before the first or after the last one received count as lost too."""
-        ref = self.last if self.last is not None else self.first
-        f, la = extend_seq(first, ref), extend_seq(last, ref)
-        if la < f:
+        """The sender's BYE: it sent extended numbers ``first``..``last``, so packets lost
+        before the first or after the last one received count as lost, and anything counted
+        beyond ``last`` (a stray ahead of the end) was not part of the stream."""
+        if last < first:
             return
-        self.first = f if self.first is None else min(self.first, f)
-        self.last = la if self.last is None else max(self.last, la)
+        self.first = first if self.first is None else min(self.first, first)
+        if self.last is not None and last < self.last and self._seen:
+            beyond = {s for s in self._seen if s > last}
+            self._seen -= beyond
+            self.received -= len(beyond)
+        self.last = last
 
     def is_duplicate(self, ext: int) -> bool:
         return self._seen is not None and ext in self._seen

@@ -49,21 +49,19 @@ class TelemetryMeter:
         self._exp0 = self.loss.expected
         self._rcv0 = self.loss.received
 
-    def packet(self, seq: int, rtp_ts: int, send_ns: int, recv_ns: int, n_bytes: int,
+    def packet(self, ext: int, rtp_ts: int, send_ns: int, recv_ns: int, n_bytes: int,
                clock_rate: int = 48_000) -> bool:
-        """Record one arrival; False when it was a duplicate (not counted again)."""
+        """Record one arrival by its extended sequence number (``SeqTracker``); False when it
+        was a duplicate (not counted again)."""
         if self._t0 is None:
             self._t0 = recv_ns / 1e9
-        before = self.loss.received
-        self.loss.add(seq)
         self._bytes += n_bytes
         self.bytes_total += n_bytes
-        if self.loss.received == before:
+        if not self.loss.add(ext):
             return False
-        if self._max_ext is not None and self.loss.last == self._max_ext and seq != (
-                self._max_ext & 0xFFFF):
+        if self._max_ext is not None and ext < self._max_ext:
             self.reordered += 1  # arrived after a packet with a higher sequence number
-        self._max_ext = self.loss.last
+        self._max_ext = ext if self._max_ext is None else max(self._max_ext, ext)
         if send_ns:
             lat = stats.latency_ms(send_ns, recv_ns)
             self._lat.append(lat)
