@@ -109,7 +109,7 @@ class JitterBuffer:
         if len(self._seen) > 4096:
             self._seen.popitem(last=False)
         rel = now - (ext - self._s0) * self.frame
-        if self._stalled() and ext > self._newest:
+        if self._stalled() and ext > self._newest and not self.finished:
             # playout ran dry (sender paused or restarted, long outage): restart the schedule
             # at this packet, even if its slot was among the concealed ones (a restarted
             # sender's numbering continues right after the newest packet)

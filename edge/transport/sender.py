@@ -198,6 +198,9 @@ class Sender:
                 raise rtp.RtpError(f"unknown APP name {name!r}")
             t = Telemetry.from_dict({k: (float("nan") if v is None else v)
                                      for k, v in body.items()})
+            if not (all(type(v) in (int, float) for v in t.to_dict().values())
+                    and 0.0 <= t.loss_pct <= 100.0):  # the loss steers the encoder
+                raise rtp.RtpError("telemetry values are not numbers in range")
         except (rtp.RtpError, TypeError, ValueError) as e:
             self.rtcp_bad += 1
             log.debug("back channel: ignored a packet (%s)", e)
