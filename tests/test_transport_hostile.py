@@ -209,3 +209,27 @@ def test_forged_packets_from_another_port_do_not_hide_loss():
     assert fwd.dropped == 20
     assert (s["expected"], s["lost"], s["foreign_source"]) == (200, 20, 20)
     assert s["loss_pct"] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_configured_peer_refuses_every_other_address(proto):
+    """With --peer only that address may send the stream (or connect, on TCP)."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    rx = Receiver("127.0.0.1:0", TransportParams(protocol=proto), keep_audio=False,
+                  peer="127.0.0.2:0")
+    try:
+        tx = Sender(f"{proto}://127.0.0.1:{rx.port}", TransportParams(protocol=proto))
+        send_file(np.zeros(25 * 320, np.float32), tx)
+        tx.close()
+        time.sleep(0.3)
+    finally:
+        rx.close()
+    s = rx.summary()
+    assert s["received"] == 0 and s["foreign_source"] >= 1 and rx.ssrc is None
+    r = CliRunner().invoke(cli, ["receive", "--listen", "127.0.0.1:0", "--peer", "nowhere",
+                                 "--duration", "0.1"])
+    assert r.exit_code == 1 and r.output.startswith("Error: 'nowhere': expected ADDR:PORT")
+

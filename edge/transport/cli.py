@@ -103,8 +103,11 @@ def send_cmd(path, url, capacity, bitrate, buffer, share, fec, loss_hint, teleme
 @click.option("--record", type=click.Path(dir_okay=False), help="Write the received audio.")
 @click.option("--duration", type=float, default=None,
               help="Stop after this many seconds (default: when the sender says BYE).")
+@click.option("--peer", metavar="ADDR:PORT", default=None,
+              help="Take the stream only from this address (port 0: any port); default: "
+                   "the first source that sends a valid stream.")
 @common
-def receive_cmd(listen, protocol, play, record, duration, bitrate, buffer, share, fec,
+def receive_cmd(listen, protocol, play, record, duration, peer, bitrate, buffer, share, fec,
                 loss_hint, telemetry_path, as_json) -> None:
     """Receive an RTP/Opus stream through the jitter buffer."""
     from pathlib import Path
@@ -121,7 +124,7 @@ def receive_cmd(listen, protocol, play, record, duration, bitrate, buffer, share
     player = _Player() if play else None
     log = _telemetry(telemetry_path)
     rx = Receiver(listen, params, on_audio=player.write if player else None,
-                  keep_audio=bool(record), telemetry=log)
+                  keep_audio=bool(record), telemetry=log, peer=peer)
     err_console.print(f"listening on {protocol}://{rx.addr[0]}:{rx.port}")
     stop = threading.Event()
     old = signal.signal(signal.SIGTERM, lambda *a: stop.set())
