@@ -154,7 +154,7 @@ def test_cli_stream_through_a_forwarder_injecting_one_copy(tmp_path, offset, n_d
             proc.kill()
     assert (s["expected"], s["lost"], s["stray"]) == (300, n_drop, 1)
     assert s["loss_pct"] == pytest.approx(100 * n_drop / 300, abs=0.01)
-    assert s["late"] == 0
+    assert s["late"] <= 2  # before: 199 (a busy CPU may still hold up one or two)
     assert sf.info(tmp_path / "out.wav").duration == pytest.approx(6.0, abs=0.25)
     rows = [json.loads(x) for x in (tmp_path / "rx.jsonl").read_text().splitlines()]
     assert max(r["loss_pct"] for r in rows) < 30  # no second reads as a wall of loss
