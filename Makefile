@@ -44,8 +44,16 @@ model: $(STAMP)
 	$(VENV)/bin/train-denoiser export -c default --ship
 	$(VENV)/bin/train-denoiser evaluate -c default
 
+# the larger corpus and the cross-corpus split, from pinned public repositories: needs git
+# mirrors of training/corpus/sources.toml's repositories under MIRRORS (README, "Corpus")
+MIRRORS ?= build/mirrors
+corpus: $(STAMP)
+	$(VENV)/bin/train-denoiser corpus --mirrors $(MIRRORS)
+
+# both splits: the old test split (same corpora as training) and the cross-corpus split
 bench-denoise: $(STAMP)
 	$(PY) benchmarks/denoise.py --utterances 20
+	$(PY) benchmarks/denoise_cross.py
 
 # the shipped model against its training target's oracle, per SNR, on each split
 bench-headroom: $(STAMP)

@@ -104,3 +104,40 @@ def test_test_mixtures_fixed_and_at_each_snr(folders):
     np.testing.assert_array_equal(mx[0]["noisy"], again[0]["noisy"])
     feats = features([mx[0]["clean"]], [mx[0]["noisy"]])
     assert feats["feats"].dtype == np.float32
+
+
+def test_a_second_folder_leaves_the_first_folders_split_unchanged(folders, tmp_path):
+    """Each configured folder is split on its own, so adding a corpus keeps the old test
+    speakers unseen and the old split comparable (v2 recipe)."""
+    more = tmp_path / "more"
+    for spk in ("fred", "gina", "hank", "ivan"):
+        (more / spk).mkdir(parents=True)
+        sf.write(more / spk / "u.wav", 0.1 * np.ones(20_000), 16_000)
+    old = make_manifest(DataConfig(), folders, seed=0)
+    new = make_manifest(DataConfig(speech_dirs=("speech", str(more))), folders, seed=0)
+    split = {e["file"]: e["split"] for e in new["speech"]}
+    assert all(split[e["file"]] == e["split"] for e in old["speech"])
+    assert {e["speaker"] for e in new["speech"] if e["group"] == 1} == {
+        "fred", "gina", "hank", "ivan"}
+
+
+def test_corpus_folders_name_the_built_corpus_or_say_how_to_build_it(folders, tmp_path):
+    cfg = DataConfig(speech_dirs=("corpus:train/speech",), corpus_root=str(tmp_path / "no"))
+    with pytest.raises(DataError, match="make corpus"):
+        make_manifest(cfg, folders, seed=0)
+    (tmp_path / "c" / "train").mkdir(parents=True)
+    (folders / "speech").rename(tmp_path / "c" / "train" / "speech")
+    cfg = DataConfig(speech_dirs=("corpus:train/speech",), corpus_root=str(tmp_path / "c"))
+    assert len(make_manifest(cfg, folders, seed=0)["speech"]) == 10
+
+
+def test_vary_noise_gives_new_noise_of_the_right_length():
+    from training.data import vary_noise
+
+    rng = np.random.default_rng(3)
+    x = (3000 * rng.standard_normal(8000)).astype(np.int16)
+    outs = [vary_noise(x, 16_000, rng) for _ in range(20)]
+    assert all(o.shape == (16_000,) and o.dtype == np.float32 and np.isfinite(o).all()
+               for o in outs)
+    plain = x.astype(np.float32) / 32767
+    assert all(not np.allclose(o[:8000], plain) for o in outs)

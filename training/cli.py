@@ -28,7 +28,7 @@ def _denoiser_commands() -> None:
     # issue 4: torch is imported inside the commands, so --help stays fast
     from training import commands
 
-    for c in (commands.prepare_cmd, commands.teacher_cmd, commands.student_cmd,
+    for c in (commands.corpus_cmd, commands.prepare_cmd, commands.teacher_cmd, commands.student_cmd,
               commands.export_cmd, commands.evaluate_cmd):
         cli.add_command(c)
 

@@ -105,3 +105,44 @@ def evaluate_cmd(config, work, as_json, quiet, utterances, model) -> None:
     """Score models on the test split (PESQ, STOI, SI-SDR) with spectrograms."""
     cfg, w, p = _start(config, work)
     _emit(p.evaluate(cfg, w, quiet, utterances, Path(model) if model else None), as_json)
+
+
+@click.command("corpus", context_settings=CONTEXT)
+@click.option("--mirrors", type=click.Path(file_okay=False, path_type=Path),
+              envvar="HUSHLINK_MIRRORS", default="build/mirrors", show_default=True,
+              help="Folder of git mirrors of the source repositories (OWNER+NAME each).")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default="build/corpus", show_default=True, help="The corpus cache to build.")
+@click.option("--commercial-only", is_flag=True,
+              help="Leave out sources whose licence forbids or does not state commercial use.")
+@click.option("--check", is_flag=True,
+              help="Rebuild in memory and compare with the committed manifest; write nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def corpus_cmd(mirrors, out, commercial_only, check, quiet, as_json) -> None:
+    """Build the larger corpus and the cross-corpus split from pinned repositories."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from training import corpus
+
+    sources = corpus.load_sources()
+    with Progress(disable=quiet, transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("corpus", total=None)
+
+        def progress(n, total, name):
+            bar.update(task, completed=n, total=total, description=name)
+
+        rep = corpus.build(sources, mirrors, None if check else out, commercial_only,
+                           progress)
+    if check:
+        diffs = corpus.check(rep.rows)
+        if diffs:
+            raise click.ClickException(f"{len(diffs)} differences from {corpus.MANIFEST}: "
+                                       + "; ".join(diffs[:5]))
+        _emit({"check": "identical to the committed manifest", **rep.summary()}, as_json)
+        return
+    corpus.write_manifest(out / "manifest.csv", rep.rows)
+    if not commercial_only:
+        corpus.write_manifest(corpus.MANIFEST, rep.rows)
+    _emit({"out": str(out), **rep.summary()}, as_json)

@@ -29,6 +29,9 @@ class DataConfig:
     noise_dirs: tuple[str, ...] = ("noise",)
     rir_dirs: tuple[str, ...] = ("rir",)
     data_root: str = ""  # "" = ../shared/data next to the repository
+    # the larger corpus cache (`train-denoiser corpus`); dirs written "corpus:train/speech"
+    # are inside it. Relative to the repository root
+    corpus_root: str = "build/corpus"
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test share of speakers
     segment_s: float = 2.0
     snr_db: tuple[float, float] = (-5.0, 20.0)
@@ -40,6 +43,9 @@ class DataConfig:
     p_speed: float = 0.3
     speed: tuple[float, float] = (0.9, 1.1)  # resampling factor range; < 1 lowers the pitch
     p_level_change: float = 0.2
+    # procedural noise variety (training/data.py vary_noise): resampling, reversal, filtering,
+    # amplitude modulation, synthetic transients; each noise excerpt drawn with this chance
+    p_noise_variety: float = 0.0
     max_files_per_speaker: int = 0  # 0 = all (smaller for quick runs)
     max_noise_files: int = 0  # 0 = all
 
@@ -72,7 +78,10 @@ class StudentConfig:
     steps: int = 500
     batch: int = 16
     lr: float = 3e-3
-    ablation: bool = True  # also train the m_ref-only student on the same batches
+    ablation: bool = True  # also train an ablation student on the same batches
+    # which: "mref" = m_ref only (SPEC §3's ablation), "core" = the adaptive loss without
+    # signal-domain terms (core-only vs core + terms)
+    ablation_kind: str = "mref"
     # per-bin loss weight |X|^p (training/loss.py bin_weights); 0 = plain mean over bins
     bin_weight_power: float = 0.0
     # share of training sequences that start from a zero state; the others start from the
@@ -170,6 +179,9 @@ def load_config(path: str | Path | None) -> TrainConfig:
     if cfg.student.si_sdr_weight < 0:
         raise ConfigError(f"{p}: [student] si_sdr_weight must be >= 0, got "
                           f"{cfg.student.si_sdr_weight}")
+    if cfg.student.ablation_kind not in ("mref", "core"):
+        raise ConfigError(f"{p}: [student] ablation_kind must be \"mref\" or \"core\", got "
+                          f"{cfg.student.ablation_kind!r}")
     if not 0 <= cfg.student.p_state_reset <= 1:
         raise ConfigError(f"{p}: [student] p_state_reset is a share in [0, 1], got "
                           f"{cfg.student.p_state_reset}")

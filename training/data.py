@@ -71,7 +71,16 @@ def _probe(p: Path) -> tuple[float | None, str | None]:
     return info.frames / info.samplerate, None
 
 
-def _resolve(root: Path, d: str) -> Path:
+def _resolve(root: Path, d: str, corpus_root: str = "build/corpus") -> Path:
+    """A data folder: absolute, ``corpus:SUB`` inside the built corpus cache, or relative
+    to the data root."""
+    if d.startswith("corpus:"):
+        base = Path(corpus_root)
+        base = base if base.is_absolute() else Path(__file__).resolve().parents[1] / base
+        if not base.is_dir():
+            raise DataError(f"{base}: corpus not built (run `make corpus`, or drop the "
+                            f"corpus: folders from the config)")
+        return base / d.removeprefix("corpus:")
     p = Path(d)
     return p if p.is_absolute() else root / p
 
@@ -81,11 +90,11 @@ def scan(cfg: DataConfig, root: Path, progress: Callable[[int, int], None] | Non
     """Walk the speech, noise and RIR folders; returns entries plus the skipped files."""
     labels = _labels(root)
     kinds = {"speech": cfg.speech_dirs, "noise": cfg.noise_dirs, "rir": cfg.rir_dirs}
-    found: dict[str, list[Path]] = {}
+    found: dict[str, list[tuple[Path, int]]] = {}
     for kind, dirs in kinds.items():
-        files: list[Path] = []
-        for d in dirs:
-            folder = _resolve(root, d)
+        files: list[tuple[Path, int]] = []
+        for i, d in enumerate(dirs):
+            folder = _resolve(root, d, cfg.corpus_root)
             if not folder.is_dir():
                 if kind == "rir":
                     continue  # reverberation is optional
@@ -93,13 +102,13 @@ def scan(cfg: DataConfig, root: Path, progress: Callable[[int, int], None] | Non
             got = _audio_files(folder)
             if not got and kind != "rir":
                 raise DataError(f"{folder}: no audio files ({', '.join(sorted(AUDIO_EXT))})")
-            files += got
+            files += [(g, i) for g in got]
         found[kind] = files
     total = sum(len(v) for v in found.values())
     out: dict = {"root": str(root), "speech": [], "noise": [], "rir": [], "skipped": []}
     done = 0
     for kind, files in found.items():
-        for p in files:
+        for p, group in files:
             seconds, why = _probe(p)
             done += 1
             if progress is not None and done % 50 == 0:
@@ -108,9 +117,11 @@ def scan(cfg: DataConfig, root: Path, progress: Callable[[int, int], None] | Non
             if why is not None:
                 out["skipped"].append({"file": rel, "reason": why})
                 continue
-            entry = {"file": rel, "seconds": round(seconds, 3)}
+            entry = {"file": rel, "seconds": round(seconds, 3), "group": group}
             if kind == "speech":
                 entry["speaker"] = labels.get(rel) or p.parent.name
+            elif kind == "noise":
+                entry["category"] = p.parent.name
             out[kind].append(entry)
     for kind in ("speech", "noise"):
         if not out[kind]:
@@ -136,14 +147,18 @@ def split_speakers(speakers: list[str], fractions: tuple[float, float, float], s
 
 def make_manifest(cfg: DataConfig, root: Path, seed: int,
                   progress: Callable[[int, int], None] | None = None) -> dict:
-    """Scan + speaker-disjoint split of speech and by-file split of noise."""
+    """Scan + speaker-disjoint split of speech and by-file split of noise.
+
+    Each configured folder is split on its own (the first with ``seed``, as it always was),
+    so adding a corpus folder leaves the split of the others unchanged: the old test
+    speakers stay unseen and the old split stays comparable across recipes."""
     m = scan(cfg, root, progress)
-    spk = split_speakers([e["speaker"] for e in m["speech"]], cfg.split, seed)
-    noise_split = split_speakers([e["file"] for e in m["noise"]], cfg.split, seed + 1)
-    for e in m["speech"]:
-        e["split"] = spk[e["speaker"]]
-    for e in m["noise"]:
-        e["split"] = noise_split[e["file"]]
+    for kind, key, off in (("speech", "speaker", 0), ("noise", "file", 1)):
+        for g in sorted({e["group"] for e in m[kind]}):
+            es = [e for e in m[kind] if e["group"] == g]
+            split = split_speakers([e[key] for e in es], cfg.split, seed + off + 10 * g)
+            for e in es:
+                e["split"] = split[e[key]]
     m["seed"] = seed
     m["summary"] = {
         k: {s: {"files": sum(e["split"] == s for e in m[k]),
@@ -242,6 +257,39 @@ def random_eq(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return lfilter(b, den, y).astype(np.float32)
 
 
+def vary_noise(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """An n-sample excerpt of int16 noise ``x`` made into a noise the corpus does not hold:
+    resampled (x0.7-1.4: other engines, fans, voices), reversed, filtered (random_eq),
+    amplitude-modulated (0.3-8 Hz: passing cars, wipers, machines) and/or given synthetic
+    transients (clicks, knocks). At least one of the five is applied."""
+    picks = rng.random(5) < 0.4
+    if not picks.any():
+        picks[int(rng.integers(5))] = True
+    if picks[0]:
+        f = rng.uniform(0.7, 1.4)
+        seg = _f(_loop_excerpt(x, int(n * f) + 16, rng))
+        y = soxr.resample(seg, RATE, int(RATE / f))[:n].astype(np.float32)
+        y = np.pad(y, (0, n - len(y)))
+    else:
+        y = _f(_loop_excerpt(x, n, rng))
+    if picks[1]:
+        y = y[::-1].copy()
+    if picks[2]:
+        y = random_eq(y, rng)
+    if picks[3]:
+        t = np.arange(n) / RATE
+        depth = rng.uniform(0.3, 0.9)
+        y = y * (1 - depth / 2 + depth / 2 * np.sin(2 * np.pi * rng.uniform(0.3, 8) * t
+                                                    + rng.uniform(0, 6.3)))
+    if picks[4]:
+        level = max(rms(y), 1e-4) * rng.uniform(2, 10)
+        for _ in range(int(rng.integers(1, 6))):
+            s, ln = int(rng.integers(0, n)), int(rng.integers(RATE // 500, RATE // 20))
+            burst = rng.standard_normal(ln) * np.exp(-np.arange(ln) / (ln / 5)) * level
+            y[s:s + ln] += burst[: n - s].astype(np.float32)
+    return y.astype(np.float32)
+
+
 @dataclass
 class Example:
     clean: np.ndarray  # (n,) float32, the target (dry or early-reverb speech)
@@ -275,7 +323,10 @@ class Mixer:
         return _f(_crop(self.speech[int(rng.integers(len(self.speech)))], n, rng))
 
     def _noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return _f(_loop_excerpt(self.noise[int(rng.integers(len(self.noise)))], n, rng))
+        x = self.noise[int(rng.integers(len(self.noise)))]
+        if self.cfg.p_noise_variety and rng.random() < self.cfg.p_noise_variety:
+            return vary_noise(x, n, rng)
+        return _f(_loop_excerpt(x, n, rng))
 
     def example(self, rng: np.random.Generator) -> Example:
         c, n = self.cfg, self.n
