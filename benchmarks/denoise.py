@@ -35,7 +35,7 @@ os.environ.setdefault("BENCH_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-PEERS = ("rnnoise", "webrtc", "speex", "noisereduce", "dtln", "dtln_q", "gtcrn")
+PEERS = ("rnnoise", "webrtc", "speex", "noisereduce", "dtln", "dtln_q", "gtcrn", "dfn3")
 # peers that are causal streaming models: also scored as one stream over all mixtures
 STREAMING_PEERS = ("rnnoise", "dtln", "gtcrn")
 PEER_INFO = {  # published sizes (peers/README.md, papers); hop in ms, algorithmic latency ms
@@ -46,6 +46,7 @@ PEER_INFO = {  # published sizes (peers/README.md, papers); hop in ms, algorithm
     "dtln": {"params": 988_000, "hop_ms": 8, "latency_ms": 32},
     "dtln_q": {"params": 988_000, "hop_ms": 8, "latency_ms": 32},
     "gtcrn": {"params": 48_200, "macs_per_s": 33_000_000, "hop_ms": 16, "latency_ms": 32},
+    "dfn3": {"params": 2_310_000, "hop_ms": 10, "latency_ms": 40},
 }
 
 
@@ -54,6 +55,16 @@ def load_peers_module(shared: Path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def make_peer(name: str, shared: Path):
+    """A peer by name: DeepFilterNet3 from its wheel (benchmarks/dfn3.py), the others from
+    the shared peers runner."""
+    if name == "dfn3":
+        from benchmarks.dfn3 import DeepFilterNet3
+
+        return DeepFilterNet3()
+    return load_peers_module(shared).make(name)
 
 
 def hop_latency(model_path: Path, hops: int = 1000, rounds: int = 7) -> dict:
@@ -141,7 +152,6 @@ def main(argv=None) -> int:
     cache = json.loads(cache_p.read_text()) if cache_p.is_file() else {}
     cache = cache if cache.get("key") == key else {"key": key, "systems": {}}
     cached = cache["systems"]
-    peers = load_peers_module(Path(a.shared))
     peer_rows = []  # the peers' rows, fresh then continuous, in the order they are cached
     for name in [p for p in a.peers.split(",") if p]:
         names = [name] + ([f"{name}_continuous"] if name in STREAMING_PEERS else [])
@@ -149,7 +159,7 @@ def main(argv=None) -> int:
         if all(n in cached for n in names):
             continue
         try:
-            peer = peers.make(name)
+            peer = make_peer(name, Path(a.shared))
         except Exception as e:  # a missing optional package: report, don't fail the run
             print(f"peer {name} unavailable: {e}", file=sys.stderr)
             continue

@@ -116,3 +116,29 @@ def test_student_loss_is_spec_loss_unless_an_si_sdr_weight_is_set():
     assert float(loss) == pytest.approx(want, rel=1e-5)
     loss.backward()
     assert m_s.grad is not None and torch.isfinite(m_s.grad).all()
+
+
+def test_si_sdr_term_hears_the_mask_as_applied():
+    """The signal term resynthesises through the post-filtered mask the product applies, not
+    the training mask (before: through m_s, floor 0.1 and power 1, while the device applied
+    floor 0.03 and power 1.7)."""
+    from edge.dsp import ideal_ratio_mask, stft
+    from training.distill import student_loss
+    from training.loss import mask_mse, si_sdr
+    from training.student import post_filter
+
+    rng = np.random.default_rng(1)
+    clean = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)
+    noisy = (clean + 0.08 * rng.standard_normal((2, 4000))).astype(np.float32)
+    xs = np.stack([stft(x) for x in noisy])
+    b = {"noisy_spec": xs, "clean": clean}
+    m_ref = torch.from_numpy(np.stack(
+        [ideal_ratio_mask(stft(c), x) for c, x in zip(clean, xs, strict=True)]))
+    gate = torch.rand(m_ref.shape, generator=torch.Generator().manual_seed(0))
+    m_s, m_applied = post_filter(gate, 1.0, 0.1), post_filter(gate, 1.7, 0.03)
+    y = istft(torch.from_numpy(xs) * m_applied, 4000)
+    want = float(mask_mse(m_s, m_ref)) - 0.01 * float(si_sdr(y, torch.from_numpy(clean)).mean())
+    got = float(student_loss(m_s, m_ref, None, None, 0.01, b, m_applied))
+    assert got == pytest.approx(want, rel=1e-5)
+    trained = float(student_loss(m_s, m_ref, None, None, 0.01, b))
+    assert abs(got - trained) > 1e-3  # the two masks give different signal terms

@@ -91,11 +91,13 @@ def continuous(system: System, mixtures: list[dict]) -> System:
 
 
 def run_systems(systems: dict[str, System], mixtures: list[dict], quiet: bool = False,
-                keep: int = 0) -> tuple[dict, dict]:
+                keep: int = 0, extended: bool = False) -> tuple[dict, dict]:
     """Scores every system on every mixture. Returns (per-system summary, kept outputs).
 
-    Summary: {system: {"all": {pesq, stoi, si_sdr, si_sdr_i}, "snr": {snr: {...}}}};
-    ``keep`` first mixtures' outputs are returned for spectrograms.
+    Summary: {system: {"all": {pesq, stoi, si_sdr, si_sdr_i}, "snr": {snr: {...}}}}, plus
+    "category" when the mixtures name their noise category; ``extended`` adds ESTOI
+    (training.metrics.score). ``keep`` first mixtures' outputs are returned for
+    spectrograms.
     """
     rows: dict[str, list[dict]] = {k: [] for k in systems}
     kept: dict[str, list[np.ndarray]] = {k: [] for k in systems}
@@ -105,9 +107,9 @@ def run_systems(systems: dict[str, System], mixtures: list[dict], quiet: bool = 
                 y = np.asarray(fn(m["noisy"]), dtype=np.float32)[:len(m["clean"])]
                 if len(y) < len(m["clean"]):
                     y = np.pad(y, (0, len(m["clean"]) - len(y)))
-                s = score(y, m["clean"])
+                s = score(y, m["clean"], extended)
                 s["si_sdr_i"] = s["si_sdr"] - si_sdr(m["noisy"], m["clean"])
-                rows[name].append({"snr": m["snr"], **s})
+                rows[name].append({"snr": m["snr"], "category": m.get("category"), **s})
                 if i < keep:
                     kept[name].append(y)
                 update(system=name)
@@ -115,14 +117,18 @@ def run_systems(systems: dict[str, System], mixtures: list[dict], quiet: bool = 
 
 
 def summarise(rows: list[dict]) -> dict:
-    keys = ("pesq", "stoi", "si_sdr", "si_sdr_i")
+    keys = [k for k in rows[0] if k not in ("snr", "category")] if rows else []
 
     def mean(rs):
         return {k: round(float(np.nanmean([r[k] for r in rs])), 3) for k in keys}
 
     snrs = sorted({r["snr"] for r in rows})
-    return {"all": mean(rows), "n": len(rows),
-            "snr": {f"{s:+.0f}": mean([r for r in rows if r["snr"] == s]) for s in snrs}}
+    out = {"all": mean(rows), "n": len(rows),
+           "snr": {f"{s:+.0f}": mean([r for r in rows if r["snr"] == s]) for s in snrs}}
+    cats = sorted({r["category"] for r in rows if r.get("category")})
+    if cats:
+        out["category"] = {c: mean([r for r in rows if r.get("category") == c]) for c in cats}
+    return out
 
 
 def spectrogram_png(path: Path, panels: dict[str, np.ndarray], title: str = "") -> None:

@@ -173,7 +173,7 @@ def evaluate(cfg: TrainConfig, work: Path, quiet: bool = False, utterances: int 
     systems = {"noisy": lambda x: x}
     if (work / "teacher.pt").is_file():
         systems["teacher"] = teacher_system(load_teacher(work / "teacher.pt", cfg))
-    for n in ("adaptive", "mref"):
+    for n in ("adaptive", "mref", "core"):
         if (work / f"student_{n}.pt").is_file():
             systems[f"student_{n}_float"] = torch_student_system(
                 load_student(work / f"student_{n}.pt")[0])
