@@ -60,6 +60,15 @@ class Denoiser:
         self._synthesis = init_synthesis_state(self.fe)
         self._state = self.model.init_state()
 
+    def swap_model(self, model: MaskModel) -> None:
+        """Run ``model`` from the next hop on (a flashed bundle going live). The STFT overlap
+        state is kept, so the output stays continuous; only the recurrent state restarts."""
+        if model.front_end != self.fe:
+            raise ValueError(f"the new model's front end {model.front_end.as_dict()} differs "
+                             f"from the running one's {self.fe.as_dict()}")
+        self.model = model
+        self._state = model.init_state()
+
     @property
     def hop(self) -> int:
         return self.fe.hop

@@ -10,7 +10,7 @@ agent tick checks the trial deadline.
 | ``flash.status`` | — | the store's status |
 | ``flash.staged`` | ``name``, ``sha256`` | ``present``: the upload is complete with that hash |
 | ``flash.install`` (slow) | ``name``, ``allow_downgrade``, ``trial_timeout_s`` | slot, health |
-| ``flash.confirm`` (slow) | — | slot, version, health (start check run first) |
+| ``flash.confirm`` (slow) | — | slot, version, health, live (checks run first) |
 | ``flash.rollback`` | — | slot, version |
 
 Refusals answer with the ``FlashError`` code (``unsigned``, ``bad_signature``,
@@ -80,7 +80,7 @@ def _install(agent: Agent, args: dict) -> dict:
 
 @handler("flash.confirm", slow=True)
 def _confirm(agent: Agent, args: dict) -> dict:
-    return _run(store(agent).confirm)
+    return _run(store(agent).confirm, log=agent.log)
 
 
 @handler("flash.rollback")

@@ -5,6 +5,9 @@ overrun, never waited on). One worker thread owns the model: it resamples the na
 blocks to the model rate (edge.stream_resample), runs ``Denoiser.process_hop`` per 10 ms hop
 and resamples back to each sink's rate. The main thread only watches: the status
 line, the duration, signals (SIGINT/SIGTERM stop, SIGUSR1 toggles bypass) and device loss.
+
+A new model (a flashed bundle, edge/liveslot.py) is loaded off the audio path and handed over
+with ``request_model``; the worker swaps it in between two blocks, so nothing is dropped.
 """
 
 from __future__ import annotations
@@ -67,6 +70,35 @@ class LiveLoop:
         self.setup_warnings: list[str] = []
         self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=config.queue_blocks)
         self._done = threading.Event()
+        self.model_info: dict | None = None  # what runs (edge/liveslot.py), None = as built
+        self.switches: list[dict] = []  # one record per model swap
+        self._next_model: tuple | None = None
+        self._swap_lock = threading.Lock()
+
+    def request_model(self, model, info: dict) -> None:
+        """Run ``model`` (already loaded: never load on the audio path) from the next block
+        on; ``info`` describes it (version, sha256) and is kept in ``model_info``."""
+        with self._swap_lock:
+            self._next_model = (model, dict(info))
+
+    def _swap_if_requested(self) -> dict | None:
+        """In the worker, between blocks: swap in a requested model; returns its record."""
+        if self._next_model is None:
+            return None
+        t0 = time.perf_counter()
+        with self._swap_lock:
+            model, info = self._next_model
+            self._next_model = None
+        try:
+            self.denoiser.swap_model(model)
+        except ValueError as e:
+            self.switches.append({**info, "t": time.time(), "error": str(e)})
+            return None
+        self.stats.mark_switch()
+        self.model_info = info
+        rec = {**info, "t": time.time(), "swap_ms": round((time.perf_counter() - t0) * 1e3, 4)}
+        self.switches.append(rec)
+        return rec
 
     # -- capture side: runs in the audio callback; must never block
     def _push(self, block: np.ndarray) -> None:
@@ -122,6 +154,7 @@ class LiveLoop:
                     continue
                 last_audio = time.monotonic()
                 t0 = time.perf_counter()
+                switched = self._swap_if_requested()
                 st.blocks += 1
                 st.note_queue(self._q.qsize())
                 for s in self.input_sinks:
@@ -134,9 +167,10 @@ class LiveLoop:
                     n_hops = min(n_hops, -(-(limit - produced) // hop))
                 out = np.empty(n_hops * hop, dtype=np.float32)
                 for i in range(n_hops):
-                    th = time.perf_counter()
+                    th, ch = time.perf_counter(), time.thread_time()
                     out[i * hop:(i + 1) * hop] = den.process_hop(pending[i * hop:(i + 1) * hop])
                     st.hop_time.add(time.perf_counter() - th)
+                    st.hop_cpu.add(time.thread_time() - ch)
                 pending = pending[n_hops * hop:]
                 if self.post is not None and len(out):
                     out = self.post(out)
@@ -150,6 +184,9 @@ class LiveLoop:
                         sink.write(y)
                 if n_hops:
                     st.loop_time.add((time.perf_counter() - t0) / n_hops)
+                if switched is not None:  # the audio a swap can hold up: this block's time
+                    switched["block_ms"] = round((time.perf_counter() - t0) * 1e3, 4)
+                    switched["period_ms"] = round(len(block) / self.source.rate * 1e3, 3)
                 self.audio_s = produced / model_rate
                 if limit is not None and produced >= limit:
                     break
@@ -211,7 +248,8 @@ class LiveLoop:
                    "capture_rate": self.source.rate, "period_frames": self.source.period,
                    "model_rate": self.denoiser.fe.sample_rate, "resampler": self.resampler,
                    "algorithmic_latency_ms": round(self.denoiser.algorithmic_latency_s * 1e3, 3),
-                   "bypass": self.denoiser.bypass, "warnings": self.setup_warnings}
+                   "bypass": self.denoiser.bypass, "warnings": self.setup_warnings,
+                   "model_switches": self.switches}
         summary.update(self.stats.summary())
         if self.media_clock is not None:
             ppm = self.media_clock.ppm
@@ -274,7 +312,8 @@ def systemd_unit(profile, exe: str = "/usr/local/bin/edge-denoise") -> str:
         f"Group={r.group}",
         "SupplementaryGroups=audio",
         "EnvironmentFile=-/etc/default/hushlink-live",
-        f"ExecStart={exe} live --profile {profile.name} --quiet "
+        # --state-dir: the flashed bundle (serve's slot store), switches hot-reloaded
+        f"ExecStart={exe} live --profile {profile.name} --quiet --state-dir /var/lib/hushlink "
         "--summary /var/lib/hushlink/live-summary.json $HUSHLINK_LIVE_ARGS",
         "StateDirectory=hushlink",
         # a device that disappears exits 1: restart and wait for it to come back

@@ -72,6 +72,9 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
 @click.option("--profile", "-p", "profile_name", default="generic-linux", show_default=True,
               help="Hardware profile name or .toml path (rates, periods, affinity).")
 @click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False), help=MODEL_HELP)
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="Run the flashed bundle of this slot store (serve's --state-dir) and follow "
+              "its switches live; the packaged model when none is installed. Writes live.json.")
 @click.option("--rate", type=int, help="Capture rate in Hz (default: the profile's native_rate,"
               " or the device's own when it refuses that).")
 @click.option("--record", type=click.Path(dir_okay=False),
@@ -106,7 +109,7 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
                    "phc2sys) and resample so the stream follows PTP time, not the card's crystal.")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def live_command(duration, device, output_device, list_devices, print_unit, profile_name,
-                 model_path, rate, record, record_input, play, bypass, summary_path,
+                 model_path, state_dir, rate, record, record_input, play, bypass, summary_path,
                  resample_quality, stream, bitrate, buffer, share, telemetry_path,
                  fault_events, ptp_lock, quiet) -> None:
     """Capture, denoise and play or record live audio.
@@ -116,6 +119,7 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
     headers), SIGUSR1 toggles bypass for A/B listening. Prints a JSON summary at exit and
     exits 1 if the device disappears. Status line (stderr): audio seconds, mode, overruns,
     underruns, queue depth/max, model hop p50/p99/max ms, whole-loop p99 ms per hop.
+    With --state-dir a flashed bundle switch is hot-reloaded between two blocks.
     """
     if list_devices:
         from edge.sources import list_devices as table
@@ -131,17 +135,25 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
         exe = shutil.which("edge-denoise") or "/usr/local/bin/edge-denoise"
         click.echo(systemd_unit(DeviceProfile.by_name(profile_name), exe), nl=False)
         return
+    if model_path and state_dir:
+        raise click.UsageError("--model and --state-dir exclude each other (--state-dir runs "
+                               "the flashed bundle)")
     extra = []
     if stream:
         extra.append(network_sink(stream, bitrate, buffer, share, telemetry_path))
     elif telemetry_path:
         raise click.UsageError("--telemetry needs --stream")
+    ctx = click.get_current_context()
+    pinned = frozenset(key for opt, key in (("bitrate", "bitrate_kbps"), ("buffer", "buffer_ms"),
+                                            ("share", "share"))
+                       if ctx.get_parameter_source(opt).name in ("COMMANDLINE", "ENVIRONMENT"))
     summary = run_live(duration=duration, device=device, output_device=output_device,
                        profile_name=profile_name, model_path=model_path, rate=rate,
                        record=record, record_input=record_input,
                        play=play if play is not None or not stream else False, bypass=bypass,
                        resample_quality=resample_quality, quiet=quiet, extra_sinks=extra,
-                       fault_events=fault_events, ptp_lock=ptp_lock)
+                       fault_events=fault_events, ptp_lock=ptp_lock, state_dir=state_dir,
+                       transport_pinned=pinned)
     text = json.dumps(summary, indent=1)
     click.echo(text)
     if summary_path:
@@ -155,11 +167,14 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
 def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
              model_path=None, rate=None, record=None, record_input=None, play=None,
              bypass=False, resample_quality="MP", quiet=True, extra_sinks=(),
-             fault_events=None, ptp_lock=False) -> dict:
+             fault_events=None, ptp_lock=False, state_dir=None,
+             transport_pinned=frozenset()) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 
     ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
     ``fault_events``: a JSON-lines path; turns on the fault monitor and mixer after the model.
+    ``state_dir``: run the slot store's active bundle and follow its switches
+    (edge/liveslot.py); ``transport_pinned``: sender parameters a bundle may not change.
     """
     from rich.live import Live
 
@@ -175,6 +190,13 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     in_dev = parse_device(device if device is not None else a.input_device)
     capture_rate = negotiate_rate(in_dev, rate or a.native_rate, "input")
     period = max(16, round(a.period_frames * capture_rate / a.native_rate))
+    active = None
+    if state_dir:
+        from edge.liveslot import describe, resolve
+
+        active = resolve(state_dir)
+        model_path = active.path
+        err_console.print(f"edge-denoise live: running {describe(active)}")
     model = StepModel(model_path, num_threads=r.num_threads)
     sinks = list(extra_sinks)
     if record:
@@ -203,20 +225,41 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
         media = PtpLockedStream(capture_rate)
     loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg, input_sinks=inputs,
                     post=fixer, media_clock=media)
+    follower = None
+    if active is not None:
+        from edge.liveslot import SlotFollower
+
+        loop.model_info = active.info(model.metadata.name, model.metadata.version)
+        senders = [s.sender for s in sinks if getattr(s, "sender", None) is not None]
+        follower = SlotFollower(state_dir, loop, active, profile=prof,
+                                num_threads=r.num_threads, senders=senders,
+                                transport_base=senders[0].params if senders else None,
+                                pinned=transport_pinned,
+                                log=lambda msg: err_console.print(f"edge-denoise live: {msg}"))
     status = Live("", console=err_console, transient=False, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False)
 
     def on_status(lp):
+        if follower is not None:
+            follower.poll()
         if not quiet:
             status.update(lp.stats.status_line(lp.audio_s, lp.denoiser.bypass), refresh=True)
 
-    with signal_handlers(loop), status if not quiet else _nothing():
-        summary = loop.run(on_status)
+    try:
+        with signal_handlers(loop), status if not quiet else _nothing():
+            summary = loop.run(on_status)
+    finally:
+        if follower is not None:
+            follower.close()
     if fixer is not None:
         summary["fault_events"] = fixer.events
-    summary.update(model=model.describe(), profile=prof.name, record=record,
-                   record_input=record_input,
+    summary.update(model={**loop.denoiser.model.describe(), **(loop.model_info or {})},
+                   profile=prof.name, record=record, record_input=record_input,
                    input_device=str(in_dev if in_dev is not None else "default"))
+    if follower is not None:
+        summary.update(state_dir=str(state_dir), note=follower.running.note,
+                       hop_budget_ms=follower.budget_ms(), window=loop.stats.window(),
+                       transport=follower.transport.to_dict() if follower.transport else None)
     return summary
 
 
@@ -237,7 +280,9 @@ def network_sink(url: str, bitrate: int, buffer: int, share: float, telemetry_pa
         sender.close()
         log.close()
 
-    return CallbackSink(sender.write, rate=16_000, on_close=close)
+    sink = CallbackSink(sender.write, rate=16_000, on_close=close)
+    sink.sender = sender  # a flashed bundle's transport settings reach it (edge/liveslot.py)
+    return sink
 
 
 class _nothing:

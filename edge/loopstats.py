@@ -51,6 +51,19 @@ class LoopStats:
         self.bypass_toggles = 0
         self.hop_time = TimingRing()  # Denoiser.process_hop only
         self.loop_time = TimingRing()  # whole worker pass per block / hops in it
+        # since the last model switch (the flash trial's live check reads these)
+        self.hop_cpu = TimingRing(4096)  # worker thread CPU per hop (not wall: load-proof)
+        self._hops0 = self._overruns0 = 0
+
+    def mark_switch(self) -> None:
+        """Start a new window: the model just changed."""
+        self.hop_cpu = TimingRing(4096)
+        self._hops0, self._overruns0 = self.hops, self.overruns
+
+    def window(self) -> dict:
+        """Hops, overruns and CPU per hop (ms) since the last ``mark_switch``."""
+        return {"hops": self.hops - self._hops0, "overruns": self.overruns - self._overruns0,
+                "hop_cpu_ms": self.hop_cpu.percentiles_ms()}
 
     def note_queue(self, depth: int) -> None:
         self.queue_depth = depth

@@ -40,6 +40,8 @@ class RuntimeSettings:
     cpu_affinity: tuple[int, ...] = ()  # cores for the inference worker; () = any
     realtime_priority: int = 0  # SCHED_FIFO priority hint for the worker; 0 = normal
     queue_frames: int = 64  # capture queue depth (hops) before counting an overrun
+    # CPU time one 10 ms hop may take (p99): a flashed model slower than this is rolled back
+    hop_budget_ms: float = 5.0
     user: str = "hushlink"
     group: str = "audio"
 
@@ -48,6 +50,7 @@ class RuntimeSettings:
         _check(all(c >= 0 for c in self.cpu_affinity), "runtime.cpu_affinity", "core indices >= 0")
         _check(0 <= self.realtime_priority <= 99, "runtime.realtime_priority", "0..99")
         _check(4 <= self.queue_frames <= 4096, "runtime.queue_frames", "4..4096")
+        _check(0 < self.hop_budget_ms <= 1000, "runtime.hop_budget_ms", "0 < ms <= 1000")
 
 
 @dataclass(frozen=True)

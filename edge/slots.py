@@ -381,9 +381,10 @@ class SlotStore:
     (``root/.lock``), so a CLI and the agent never interleave."""
 
     def __init__(self, root: str | os.PathLike, *, profile: str | None = None,
-                 runtime: str = __version__, health=health_check):
+                 runtime: str = __version__, health=health_check, live_check=None):
         self.root = Path(root)
         self.profile, self.runtime, self.health = profile, runtime, health
+        self.live_check = live_check  # None: edge.liveslot.live_check (the running service)
         self.slots_dir = self.root / "slots"
         self.trust_dir = self.root / "trust"
         self.pointer = self.root / "active.json"
@@ -582,8 +583,10 @@ class SlotStore:
         fsync_dir(dest.parent)
 
     # -- trial lifecycle
-    def confirm(self, *, check=True) -> dict:
-        """Make the trial permanent, after a start check of the active slot (``check``)."""
+    def confirm(self, *, check=True, log=lambda msg: None) -> dict:
+        """Make the trial permanent, after a start check of the active slot and, when a live
+        service runs on this directory, a check of that service on the new model (``check``;
+        edge/liveslot.py). A failed live check rolls back (the service follows)."""
         with self._locked():
             self._expire_locked(log=lambda m: None)
             ptr = self.read_pointer()
@@ -591,8 +594,28 @@ class SlotStore:
                 raise _err("not_in_trial", "no bundle is waiting for confirmation (already "
                            "confirmed, or rolled back)")
             health = self.health(self.slots_dir / ptr["active"]) if check else None
+            live = self._live_check_locked(log) if check else None
             self._write_pointer({**ptr, "state": "confirmed", "deadline": None})
-            return {"slot": ptr["active"], "version": ptr.get("version"), "health": health}
+            return {"slot": ptr["active"], "version": ptr.get("version"), "health": health,
+                    "live": live}
+
+    def _live_check_locked(self, log) -> dict:
+        from edge import liveslot
+
+        check = self.live_check or liveslot.live_check
+        want = liveslot.resolve(self.root).key
+        try:
+            return check(self.root, want, timeout_s=float(self.config().get(
+                "live_check_timeout_s", liveslot.CHECK_TIMEOUT_S)))
+        except FlashError as e:
+            back = self._end_trial_locked(str(e), log)
+            if back.get("slot") is not None and back["slot"] == want[0]:
+                raise _err(e.code, f"{e}; kept: the previous slot does not verify") from None
+            name = f"bundle {back['version']}" if back.get("version") else "the packaged model"
+            runs = liveslot.wait_running(self.root, liveslot.resolve(self.root).key)
+            raise _err(e.code, f"{e}; rolled back to {name}"
+                       + (", which the live service runs again" if runs else
+                          " (the live service has not reported it yet)")) from None
 
     def rollback(self, reason: str = "requested", log=lambda msg: None) -> dict:
         """Switch to the previous slot (verified first); from a trial, or a confirmed one."""
@@ -688,7 +711,14 @@ class SlotStore:
                 "previous": ptr.get("previous"), "state": ptr.get("state", "empty"),
                 "version": ptr.get("version"), "revert_in_s": left, "slots": slots,
                 "trusted_keys": sorted(self.trusted()), "runtime": self.runtime,
-                "profile": self.profile or self.config().get("profile")}
+                "profile": self.profile or self.config().get("profile"),
+                "live": _live_brief(self.root)}
+
+
+def _live_brief(root: Path) -> dict | None:
+    from edge.liveslot import brief
+
+    return brief(root)
 
 
 def main(argv: list[str]) -> int:

@@ -57,7 +57,8 @@ def push_root(bundle: str | Path, root: str | Path, *, profile: str | None = Non
     out = s.install(bundle, allow_downgrade=allow_downgrade, trial_timeout_s=trial_timeout_s,
                     log=log)
     if confirm:
-        out["confirmed"] = s.confirm()["health"]
+        done = s.confirm(log=log)
+        out["confirmed"], out["live"] = done["health"], done["live"]
     out["state"] = s.status()["state"]
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
@@ -144,7 +145,8 @@ def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
         log("verifying, writing the inactive slot and checking health on the device")
         out = _call(dev, "flash.install", args)
         if confirm:
-            out["confirmed"] = _call(dev, "flash.confirm")["health"]
+            done = _call(dev, "flash.confirm")
+            out["confirmed"], out["live"] = done["health"], done.get("live")
         out["state"] = _call(dev, "flash.status")["state"]
     out.update(bytes=len(data), resumed_from=first[0] if first else 0,
                upload_s=round(upload_s, 3), seconds=round(time.perf_counter() - t0, 3))

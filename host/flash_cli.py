@@ -24,6 +24,13 @@ def _fmt_status(st: dict) -> str:
         desc = "empty" if s is None else f"{s['version']} (model {s['model']} {s['model_version']})"
         lines.append(f"slot {name}       {desc}")
     lines.append(f"trusted keys {', '.join(st['trusted_keys']) or 'none'}")
+    lv = st.get("live")
+    if lv:
+        runs = (f"bundle {lv['version']}" if lv.get("version") else "the packaged model")
+        lines.append(f"live service {'running' if lv['running'] else 'not running'}: {runs} "
+                     f"(model sha256 {str(lv.get('sha256'))[:16]}…, hop CPU p99 "
+                     f"{lv.get('hop_cpu_p99_ms')} ms of {lv.get('budget_ms')}, "
+                     f"{lv.get('overruns')} overruns)")
     if st.get("free_bytes") is not None:
         lines.append(f"free space   {st['free_bytes'] / 2**20:,.1f} MiB")
     return "\n".join(lines)
@@ -163,6 +170,9 @@ def push_cmd(bundle, port, root, baud, allow_downgrade, no_confirm, trial_timeou
     state = out["state"]
     text = (f"bundle {out['version']} active in slot {out['slot']} ({state}); health check: "
             f"max error {out['health']['max_error']} on {out['health']['backend']}")
+    live = out.get("live")
+    if live:
+        text += "\nlive service: " + (live["detail"] if live.get("running") else live["note"])
     _emit(out, as_json, text)
 
 
@@ -203,7 +213,9 @@ def confirm_cmd(port, root, baud) -> None:
 
     _target(port, root)
     r = flash.confirm_root(root) if root else flash.confirm_serial(port, baud)
-    click.echo(f"confirmed: bundle {r['version']} in slot {r['slot']}")
+    live = r.get("live")
+    click.echo(f"confirmed: bundle {r['version']} in slot {r['slot']}"
+               + (f"; live service: {live['detail']}" if live and live.get("running") else ""))
 
 
 def main() -> None:

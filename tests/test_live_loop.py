@@ -23,12 +23,12 @@ from edge.sources import FileSource
 
 
 class HalfMask:
-    """Halves every bin; ``delay_s`` per step makes a deliberately slow model."""
+    """Halves every bin (``gain``); ``delay_s`` per step makes a deliberately slow model."""
 
     front_end = FrontEnd()
 
-    def __init__(self, delay_s: float = 0.0):
-        self.delay_s = delay_s
+    def __init__(self, delay_s: float = 0.0, gain: float = 0.5):
+        self.delay_s, self.gain = delay_s, gain
 
     def init_state(self):
         return [np.zeros((1, 4), dtype=np.float32)]
@@ -36,7 +36,7 @@ class HalfMask:
     def step(self, features, state):
         if self.delay_s:
             time.sleep(self.delay_s)
-        return np.full(161, 0.5, dtype=np.float32), state
+        return np.full(161, self.gain, dtype=np.float32), state
 
 
 def signal_48k(seconds: float) -> np.ndarray:
@@ -159,3 +159,36 @@ def test_playback_trim_crossfades_out_the_excess():
     plain = x[517:]  # what a cut without the fade plays after x[0]
     assert abs(plain[0] - x[0]) > 5 * np.max(np.abs(np.diff(x)))
     assert len(drop_with_crossfade(x[:100], 80, 48)) == 20  # too short to fade: a plain cut
+
+
+def test_a_requested_model_is_swapped_in_between_blocks_without_a_gap():
+    """request_model (a flashed bundle going live) mid-stream: from one block to the next the
+    output is the new model's (half -> quarter amplitude), every sample is still there, and
+    the block that carried the swap took well under one period."""
+    x = signal_48k(3.0)
+    got = []
+
+    def collect(block):  # after 1 s of output ask for the new model (the request comes from
+        got.append(block)  # SlotFollower's loader thread in the service; here deterministic)
+        if sum(map(len, got)) >= 16_000 and not loop.switches and loop._next_model is None:
+            loop.request_model(HalfMask(gain=0.25), {"bundle_version": "2.0.0", "sha256": "ab"})
+
+    # a deep queue: a start-up stall on a loaded CI box must not count as an overrun here
+    loop = LiveLoop(FileSource(x, 48_000, 480, speed=2.0), Denoiser(HalfMask()),
+                    [CallbackSink(collect, rate=16_000)], LoopConfig(queue_blocks=2048))
+    s = loop.run()
+    assert s["error"] is None and s["overruns"] == 0
+    (sw,) = s["model_switches"]
+    assert sw["bundle_version"] == "2.0.0" and loop.model_info["sha256"] == "ab"
+    assert sw["swap_ms"] < 1.0 and sw["block_ms"] < sw["period_ms"] == 10.0
+    y = np.concatenate(got)
+    assert len(y) == s["hops"] * 160  # nothing dropped
+    rms = np.sqrt(np.mean(y[: len(y) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+    half, quarter = 0.3 * 0.5 / np.sqrt(2), 0.3 * 0.25 / np.sqrt(2)
+    on_half = np.flatnonzero(np.abs(rms - half) < 0.02 * half)
+    on_quarter = np.flatnonzero(np.abs(rms - quarter) < 0.02 * quarter)
+    assert len(on_half) > 50 and len(on_quarter) > 50
+    assert on_half.max() < on_quarter.min()  # the switch happened once, at one place
+    between = rms[on_half.max() + 1:on_quarter.min()]
+    assert len(between) <= 3 and np.all(between > 0.9 * quarter)  # a 20 ms fade, no hole
+    assert 0 < loop.stats.window()["hops"] < s["hops"]  # the live check's window restarted
