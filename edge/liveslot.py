@@ -153,7 +153,7 @@ class SlotFollower:
             return
         self._next = now + POLL_S
         with contextlib.suppress(FlashError, OSError):
-            self.store.expire(log=self.log)  # the trial deadline holds without the agent too
+            self.store.expire(log=self.log, wait=False)  # the trial deadline, agent or not
         st = self._pointer_stat()
         if st != self._stat:
             self._stat, self._failed = st, None

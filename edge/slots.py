@@ -438,10 +438,10 @@ class SlotStore:
                        "`flash-to-device init --root DIR --trust KEY.pub`")
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self, wait: bool = True):
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             yield
 
     # -- the pointer
@@ -639,12 +639,14 @@ class SlotStore:
         log(f"rolled back ({reason}) to slot {prev}")
         return {"slot": prev, "version": m["version"] if m else None, "reason": reason}
 
-    def expire(self, log=lambda msg: None) -> dict | None:
-        """Roll back an unconfirmed trial whose deadline has passed (call periodically)."""
+    def expire(self, log=lambda msg: None, *, wait: bool = True) -> dict | None:
+        """Roll back an unconfirmed trial whose deadline has passed (call periodically).
+        ``wait=False``: raise BlockingIOError rather than wait for a running install or
+        confirm (the live service must not stall on one)."""
         ptr = self.read_pointer()
         if ptr.get("state") != "trial" or time.time() < float(ptr.get("deadline") or 0):
             return None
-        with self._locked():
+        with self._locked(wait=wait):
             return self._expire_locked(log)
 
     def _expire_locked(self, log) -> dict | None:

@@ -121,6 +121,12 @@ def load_config(path: str | os.PathLike) -> dict:
             TransportParams.from_dict(cfg["transport"])
         except (ParamsError, TypeError) as e:
             raise BundleError(f"config {p}: transport: {e}") from None
+    live = cfg.get("live", {})
+    budget = live.get("hop_budget_ms", 1.0) if isinstance(live, dict) else None
+    if (not isinstance(live, dict) or set(live) - {"hop_budget_ms"}
+            or not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0):
+        raise BundleError(f"config {p}: live: only hop_budget_ms (CPU ms per hop, > 0) is "
+                          "allowed (edge/liveslot.py)")
     return cfg
 
 
