@@ -115,3 +115,17 @@ def test_version_order():
 def test_bundle_is_a_plain_tar(bundles):
     with tarfile.open(bundles["1.0.0"]) as tf:
         assert all(m.isreg() and "/" not in m.name for m in tf.getmembers())
+
+
+@pytest.mark.parametrize("live, ok", [
+    ({"hop_budget_ms": 2.5}, True), ({"hop_budget_ms": 0}, False),
+    ({"hop_budget_ms": "fast"}, False), ({"budget": 1}, False), ([1], False)])
+def test_config_live_table_holds_only_a_positive_hop_budget(tmp_path, live, ok):
+    """The live service's CPU budget for a bundle (edge/liveslot.py) is checked on the host."""
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"live": live}))
+    if ok:
+        assert load_config(p)["live"] == live
+    else:
+        with pytest.raises(BundleError, match="live: only hop_budget_ms"):
+            load_config(p)

@@ -32,6 +32,7 @@ from edge.liveslot import hop_budget_ms, judge, read_status, resolve, transport_
 from edge.model import default_model_path, sha256_file
 from edge.params import TransportParams
 from edge.slots import SlotStore
+from edge.transport.receiver import Receiver
 
 EDGE = [sys.executable, "-m", "edge"]
 
@@ -96,16 +97,18 @@ def test_no_bundle_means_the_packaged_model_and_says_so(tmp_path):
 # ------------------------------------------------------------------- the real service
 @pytest.fixture(scope="module")
 def live_bundles(tmp_path_factory, step_model, keys) -> dict:
-    """2.0.0: the shipped model (another sha256 than 1.0.0's test model); 3.0.0: the test
-    model with a signed budget of 1 µs per hop, which no model meets: it overruns its budget
-    on any machine, measured by the running service."""
+    """2.0.0: the shipped model (another sha256 than 1.0.0's test model) with a transport
+    config of 96 kbit/s; 3.0.0: the test model with a signed budget of 1 µs per hop, which no
+    model meets: it overruns its budget on any machine, measured by the running service."""
     from host.bundle import build
 
     d = tmp_path_factory.mktemp("live-bundles")
-    tight = d / "tight.json"
+    tight, fast = d / "tight.json", d / "fast.toml"
     tight.write_text(json.dumps({"live": {"hop_budget_ms": 0.001}}))
+    fast.write_text("[transport]\nbitrate_kbps = 96\n")
     out = {"2.0.0": d / "b2.hlb", "3.0.0": d / "b3.hlb"}
-    build(default_model_path(), keys["vendor"]["key"], out["2.0.0"], version="2.0.0")
+    build(default_model_path(), keys["vendor"]["key"], out["2.0.0"], version="2.0.0",
+          config=fast)
     build(step_model, keys["vendor"]["key"], out["3.0.0"], version="3.0.0", config=tight)
     return out
 
@@ -141,10 +144,12 @@ def test_push_switches_the_running_service_and_a_bundle_over_budget_rolls_back(
     t = np.arange(16_000 * 60) / 16_000
     save_audio(noise, (0.05 * rng.standard_normal(len(t)) + 0.1 * np.sin(2 * np.pi * 300 * t)
                        ).astype(np.float32))
-    out = tmp_path / "live.wav"
+    out, tele = tmp_path / "live.wav", tmp_path / "tele.jsonl"
+    rx = Receiver("127.0.0.1:0")
     live = subprocess.Popen(
         [*EDGE, "live", "--state-dir", str(state), "--rate", "16000", "--record", str(out),
-         "--summary", str(tmp_path / "summary.json"), "--quiet", "--duration", "300"],
+         "--summary", str(tmp_path / "summary.json"), "--quiet", "--duration", "300",
+         "--stream", f"udp://127.0.0.1:{rx.port}", "--telemetry", str(tele)],
         env=pulse.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     player = subprocess.Popen(["paplay", f"--device={pulse.sink}", str(noise)], env=pulse.env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -155,9 +160,14 @@ def test_push_switches_the_running_service_and_a_bundle_over_budget_rolls_back(
         st = wait_for(lambda: running(state, "1.0.0"), 60, "live on 1.0.0", live)
         assert st["model"]["sha256"] == sha256_file(step_model)
         assert st["model"]["source"] == "bundle" and st["pid"] == live.pid
+        assert st["transport"]["bitrate_kbps"] == 64  # the command line's
+        wait_for(lambda: len(wire_kbps(tele)) >= 3, 20, "telemetry at 64 kbit/s", live)
+        before = wire_kbps(tele)[-1]
 
         # v2: installed, switched, checked on the running service, confirmed
+        t0 = time.perf_counter()
         res = run(cli_flash(), ["push", str(live_bundles["2.0.0"]), "--port", pair.b, "--json"])
+        push_s = time.perf_counter() - t0
         assert res.exit_code == 0, res.output + agent.log.read_text()
         pushed = json.loads(res.output)
         v2_sha = sha256_file(default_model_path())
@@ -173,9 +183,16 @@ def test_push_switches_the_running_service_and_a_bundle_over_budget_rolls_back(
               f"{sw['load_ms']} ms), swap {sw['swap_ms']} ms, block with the swap "
               f"{sw['block_ms']} ms of a {sw['period_ms']} ms period")
         assert sw["block_ms"] < sw["period_ms"]  # the switch held the audio up < 1 period
+        assert st["transport"]["bitrate_kbps"] == 96  # the bundle's, on the running sender
+        n = len(wire_kbps(tele))
+        wait_for(lambda: len(wire_kbps(tele)) >= n + 3, 20, "telemetry at 96 kbit/s", live)
+        after = wire_kbps(tele)[-1]
+        assert after > before + 20, (before, after)  # measured on the wire by the receiver
 
         # v3 misses its budget on the running service: confirm rolls back to 2.0.0
+        t0 = time.perf_counter()
         res = run(cli_flash(), ["push", str(live_bundles["3.0.0"]), "--port", pair.b])
+        fail_s = time.perf_counter() - t0
         assert res.exit_code == 1, res.output
         assert "live check failed: hop CPU p99" in res.output
         assert "over the budget of 0.001 ms" in res.output
@@ -187,7 +204,9 @@ def test_push_switches_the_running_service_and_a_bundle_over_budget_rolls_back(
         st = wait_for(lambda: running(state, "2.0.0"), 10, "live back on 2.0.0", live)
         assert live.poll() is None and st["pid"] == live.pid  # the same process, still up
         assert st["model"]["sha256"] == v2_sha
-        wait_for(lambda: (read_status(state)["window"]["hops"] or 0) > 50, 10, "hops", live)
+        assert st["transport"]["bitrate_kbps"] == 96
+        print(f"push 2.0.0 -> confirmed {push_s:.1f} s (device {pushed['seconds']} s); "
+              f"push 3.0.0 -> rolled back {fail_s:.1f} s; wire {before} -> {after} kbit/s")
     finally:
         agent.stop()
         pair.stop()
@@ -195,7 +214,10 @@ def test_push_switches_the_running_service_and_a_bundle_over_budget_rolls_back(
         player.wait()
         if live.poll() is None:
             live.send_signal(signal.SIGTERM)
-    stdout, stderr = live.communicate(timeout=30)
+        try:
+            stdout, stderr = live.communicate(timeout=30)
+        finally:
+            rx.close()
     assert live.returncode == 0, stderr
     summary = json.loads(stdout)
     assert summary["reason"] == "stopped" and summary["error"] is None
@@ -206,6 +228,14 @@ def test_push_switches_the_running_service_and_a_bundle_over_budget_rolls_back(
     assert abs(sf.info(out).frames - summary["audio_s"] * 16_000) <= 160  # no audio lost
     assert read_status(state)["running"] is False
     assert "running bundle 1.0.0" in stderr and "now running bundle 2.0.0" in stderr
+
+
+def wire_kbps(tele: Path) -> list[float]:
+    """Bitrate on the wire per second, as the receiver measured it (RTCP telemetry)."""
+    if not tele.exists():
+        return []
+    recs = [json.loads(x) for x in tele.read_text().splitlines() if x.strip()]
+    return [r["bitrate_kbps"] for r in recs if r.get("bitrate_kbps")]
 
 
 def cli_flash():
