@@ -242,3 +242,60 @@ def cli_flash():
     from host.flash_cli import cli
 
     return cli
+
+
+def test_service_starts_packaged_follows_an_install_and_expires_a_trial_by_itself(tmp_path):
+    """No sound server and no agent: a FileSource loop with the SlotFollower on an empty
+    state directory runs the packaged model (and says so), hot-switches to a bundle when one
+    is installed, rolls an unconfirmed trial back by itself at its deadline, and a confirm
+    checks the running loop."""
+    import threading
+
+    from edge.denoise import Denoiser
+    from edge.live import LiveLoop, LoopConfig
+    from edge.liveslot import SlotFollower
+    from edge.model import StepModel
+    from edge.profile import DeviceProfile
+    from edge.sinks import NullSink
+    from edge.sources import FileSource
+    from host.bundle import build, keygen
+
+    key, pub, _ = keygen(tmp_path / "k")
+    b1 = tmp_path / "b1.hlb"
+    build(default_model_path(), key, b1, version="1.0.0")
+    root = tmp_path / "state"
+    store = SlotStore(root)
+    store.init([pub.read_bytes()])
+
+    am = resolve(root)
+    model = StepModel(am.path)
+    noise = (0.1 * np.random.default_rng(1).standard_normal(16_000)).astype(np.float32)
+    loop = LiveLoop(FileSource(noise, 16_000, 160, loop=True), Denoiser(model), [NullSink()],
+                    LoopConfig(queue_blocks=1024))
+    loop.model_info = am.info(model.metadata.name, model.metadata.version)
+    follower = SlotFollower(root, loop, am, profile=DeviceProfile.by_name("generic-linux"),
+                            log=lambda msg: None)
+    worker = threading.Thread(target=loop.run, args=(lambda lp: follower.poll(), 0.1))
+    worker.start()
+    try:
+        st = read_status(root)
+        assert st["model"]["source"] == "packaged" and "no bundle installed" in st["note"]
+        store.install(b1, trial_timeout_s=4.0)  # nobody confirms: the service rolls it back
+        st = wait_for(lambda: running(root, "1.0.0"), 20, "switch to 1.0.0")
+        assert st["model"]["source"] == "bundle" and st["bundle_state"] == "trial"
+        wait_for(lambda: store.status()["state"] == "empty", 20, "trial expiry")
+        st = wait_for(lambda: running(root, None), 20, "back on the packaged model")
+        assert st["model"]["source"] == "packaged"
+
+        store.install(b1)
+        done = store.confirm()  # waits for the running loop on 1.0.0, then confirms
+        assert done["live"]["running"] and done["live"]["model"]["bundle_version"] == "1.0.0"
+        assert done["live"]["window"]["hops"] >= 100 and store.status()["state"] == "confirmed"
+        wait_for(lambda: (running(root, "1.0.0") or {}).get("bundle_state") == "confirmed", 5,
+                 "status follows the confirm")
+    finally:
+        loop.stop()
+        worker.join(10)
+        follower.close()
+    assert read_status(root)["running"] is False
+    assert [s["bundle_version"] for s in loop.switches] == ["1.0.0", None, "1.0.0"]
