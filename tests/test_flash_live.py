@@ -205,8 +205,11 @@ def test_push_switches_the_running_service_and_a_bundle_over_budget_rolls_back(
         assert live.poll() is None and st["pid"] == live.pid  # the same process, still up
         assert st["model"]["sha256"] == v2_sha
         assert st["transport"]["bitrate_kbps"] == 96
-        print(f"push 2.0.0 -> confirmed {push_s:.1f} s (device {pushed['seconds']} s); "
-              f"push 3.0.0 -> rolled back {fail_s:.1f} s; wire {before} -> {after} kbit/s")
+        back = st["switches"][-1]
+        print(f"push 2.0.0 -> confirmed {push_s:.1f} s ({pushed['live']['detail']}); "
+              f"push 3.0.0 -> rolled back {fail_s:.1f} s ({res.output.strip()}); back on "
+              f"2.0.0 {back['switch_ms']} ms after the rollback, block with the swap "
+              f"{back['block_ms']} ms; wire {before:.1f} -> {after:.1f} kbit/s")
     finally:
         agent.stop()
         pair.stop()
