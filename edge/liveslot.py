@@ -128,7 +128,8 @@ class SlotFollower:
         self.running = self.want = running
         self.want_since = self.started
         self.load_error: dict | None = None
-        self._loading: tuple | None = None
+        self._loading: tuple | None = None  # being loaded
+        self._requested: tuple | None = None  # handed to the loop, not swapped in yet
         self._failed: tuple | None = None
         self._stat = self._pointer_stat()
         self._next = 0.0
@@ -161,10 +162,11 @@ class SlotFollower:
             self.want_since = st[1] / 1e9 if st else time.time()
         key = info_key(self.loop.model_info)
         if key == self.want.key:
+            self._requested = None
             if self.running.key != key:
                 self._now_running(self.want)
             self.running = self.want  # same bundle; the pointer's state may have changed
-        elif self._loading != self.want.key and self._failed != self.want.key:
+        elif self.want.key not in (self._loading, self._requested, self._failed):
             self._loading = self.want.key
             threading.Thread(target=self._load, args=(self.want,), name="model-loader",
                              daemon=True).start()
@@ -189,13 +191,14 @@ class SlotFollower:
             self._failed = target.key
             self.log(f"cannot load bundle {target.version}: {e}; keeping "
                      f"{self.running.version or 'the packaged model'}")
-            return
-        finally:
             self._loading = None
+            return
         self._load_ms[target.key] = (time.perf_counter() - t0) * 1e3
         if self.want.key == target.key:  # not overtaken by another switch meanwhile
             md = model.metadata
+            self._requested = target.key
             self.loop.request_model(model, target.info(md.name, md.version))
+        self._loading = None
 
     def _now_running(self, am: ActiveModel) -> None:
         self.running = am

@@ -599,11 +599,21 @@ class SlotStore:
             return {"slot": ptr["active"], "version": ptr.get("version"), "health": health,
                     "live": live}
 
+    def _running_key(self) -> tuple:
+        """(slot, version, model sha256) the live service should report for the pointer."""
+        from edge import liveslot
+
+        ptr = self.read_pointer()
+        m = self._active_manifest(ptr)
+        if m is None:
+            return liveslot.resolve(self.root).key  # no bundle: the packaged model
+        return (ptr["active"], str(m["version"]), m["model"]["sha256"])
+
     def _live_check_locked(self, log) -> dict:
         from edge import liveslot
 
         check = self.live_check or liveslot.live_check
-        want = liveslot.resolve(self.root).key
+        want = self._running_key()
         try:
             return check(self.root, want, timeout_s=float(self.config().get(
                 "live_check_timeout_s", liveslot.CHECK_TIMEOUT_S)))
@@ -612,7 +622,7 @@ class SlotStore:
             if back.get("slot") is not None and back["slot"] == want[0]:
                 raise _err(e.code, f"{e}; kept: the previous slot does not verify") from None
             name = f"bundle {back['version']}" if back.get("version") else "the packaged model"
-            runs = liveslot.wait_running(self.root, liveslot.resolve(self.root).key)
+            runs = liveslot.wait_running(self.root, self._running_key())
             raise _err(e.code, f"{e}; rolled back to {name}"
                        + (", which the live service runs again" if runs else
                           " (the live service has not reported it yet)")) from None
