@@ -201,6 +201,8 @@ def test_push_switches_the_running_service_and_a_bundle_over_budget_rolls_back(
         ptr = SlotStore(state).status()
         assert (ptr["active"], ptr["version"], ptr["state"]) == ("B", "2.0.0", "confirmed")
         assert ptr["live"]["running"] and ptr["live"]["version"] == "2.0.0"
+        shown = run(cli_flash(), ["status", pair.b])
+        assert shown.exit_code == 0 and "live service running: bundle 2.0.0" in shown.output
         st = wait_for(lambda: running(state, "2.0.0"), 10, "live back on 2.0.0", live)
         assert live.poll() is None and st["pid"] == live.pid  # the same process, still up
         assert st["model"]["sha256"] == v2_sha
