@@ -124,6 +124,8 @@ class SlotFollower:
         self.transport_base, self.pinned = transport_base, frozenset(pinned)
         self.log = log or (lambda msg: print(f"edge-denoise live: {msg}", file=sys.stderr,
                                              flush=True))
+        with contextlib.suppress(OSError):  # write_status says so if this fails
+            self.state_dir.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
         self.running = self.want = running
         self.want_since = self.started
