@@ -325,8 +325,11 @@ class Agent:
         link = self.link
         bad = link.decoder.stats.bad
         data = link.read_some()
-        frames = link.decoder.feed(data) if data else []
-        if link.decoder.stats.bad > bad:
+        frames = link.receive(data) if data else []
+        if not data:
+            link.ask_for_missing()
+        # a NAK says "resend": not while pieces of a message are coming (NEED asks for them)
+        if link.decoder.stats.bad > bad and not (link.pieces and link.incoming):
             self._send(P.encode_frame(P.Kind.NAK, 0))
         for fr in frames:
             if fr.kind == P.Kind.REQUEST:
@@ -335,7 +338,7 @@ class Agent:
 
     def _send(self, data: bytes) -> None:
         try:
-            self.link.write(data)
+            self.link.send_encoded(data)
         except LinkError as e:  # host gone mid-reply: keep serving, the cache answers a retry
             self.log(f"reply dropped: {e}")
 
@@ -405,6 +408,10 @@ def _hello(agent: Agent, args: dict) -> dict:
     if ver != P.PROTOCOL_VERSION:
         raise RemoteFailure("version", f"host speaks protocol {ver}, device speaks "
                             f"{P.PROTOCOL_VERSION}")
+    cap = args.get("pieces")  # the host reads pieces: this reply already goes in pieces
+    if agent.link is not None:
+        agent.link.pieces = isinstance(cap, int) and not isinstance(cap, bool) and cap > 0
+        agent.link.piece_cap = min(cap, P.MAX_BODY) if agent.link.pieces else 0
     return _info(agent)
 
 
@@ -421,6 +428,7 @@ def _info(agent: Agent) -> dict:
             "profile": agent.profile, "runtime": __version__,
             "python": platform.python_version(), "machine": platform.machine(),
             "models": _models(), "max_body": P.MAX_BODY, "chunk_size": P.CHUNK_SIZE,
+            "pieces": 1,
             "uptime_s": round(time.monotonic() - agent.started, 3),
             "messages": sorted({*HANDLERS, *agent.handlers})}
     for key, fn in agent.info_providers.items():

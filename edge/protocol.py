@@ -41,10 +41,20 @@ class Kind(IntEnum):
     ACK = 3  # device -> host, same seq, empty body: "heard it, working on it" (slow handlers)
     NAK = 4  # device -> host, seq 0, empty body: "a damaged frame arrived"; host resends now
     EVENT = 5  # device -> host, unsolicited: {"ev": name, "d": data}
+    FRAG = 6  # either way, same seq: one erasure-coded piece of a message (edge/fragments.py)
+    NEED = 7  # either way, same seq: "I hold h of the k pieces of your message; send more"
 
 
 class ProtocolError(HushlinkError):
     """A frame or message that cannot be encoded or decoded."""
+
+
+class DamagedFrame(ProtocolError):
+    """A packet shaped like a hushlink frame (COBS, version and kind right) whose CRC fails:
+    our own traffic hit by line noise, not a stranger's bytes."""
+
+
+_KINDS = frozenset(int(k) for k in Kind)
 
 
 @dataclass(frozen=True)
@@ -109,9 +119,11 @@ def decode_raw(packet: bytes) -> Frame:
     if len(raw) < _HEADER.size + _CRC.size:
         raise ProtocolError("short frame")
     (crc,) = _CRC.unpack_from(raw, len(raw) - _CRC.size)
-    if zlib.crc32(raw[:-_CRC.size]) != crc:
-        raise ProtocolError("CRC mismatch")
     version, kind, seq = _HEADER.unpack_from(raw)
+    if zlib.crc32(raw[:-_CRC.size]) != crc:
+        if version == FRAME_VERSION and kind in _KINDS:
+            raise DamagedFrame("CRC mismatch")
+        raise ProtocolError("CRC mismatch")
     if version != FRAME_VERSION:
         raise ProtocolError(f"frame version {version}, expected {FRAME_VERSION}")
     try:
@@ -127,7 +139,24 @@ class DecoderStats:
     bad: int = 0  # damaged packets dropped (COBS, CRC, short, version, kind)
     oversize: int = 0  # packets longer than MAX_ENCODED dropped without decoding
     garbage_bytes: int = 0  # bytes thrown away in bad or oversize packets
+    damaged: int = 0  # of ``bad``: hushlink frames hit by noise (DamagedFrame)
     last_error: str = ""
+    # byte error rate estimate, decayed (recent ~100 KB): errors over bytes tried, where a
+    # damaged packet counts one error after half its bytes (the first error's expected place)
+    err_events: float = 0.1  # prior: 1e-4 with little weight, so a noisy line shows fast
+    err_bytes: float = 1000.0
+
+    def note(self, nbytes: int, errors: int) -> None:
+        self.err_bytes += nbytes / 2 if errors else nbytes
+        self.err_events += errors
+        if self.err_bytes > 100_000:
+            self.err_bytes /= 2
+            self.err_events /= 2
+
+    @property
+    def byte_error_rate(self) -> float:
+        """Estimated probability that a byte arrives damaged (one error per bad packet)."""
+        return self.err_events / self.err_bytes
 
 
 @dataclass
@@ -161,6 +190,7 @@ class FrameDecoder:
             start = end + 1
             if discarding:
                 self.stats.oversize += 1
+                self.stats.note(MAX_ENCODED, True)
                 continue
             if not packet:
                 continue  # two delimiters in a row: an empty separator, not an error
@@ -168,10 +198,13 @@ class FrameDecoder:
                 frame = decode_raw(packet)
             except ProtocolError as e:
                 self.stats.bad += 1
+                self.stats.damaged += isinstance(e, DamagedFrame)
                 self.stats.garbage_bytes += len(packet)
                 self.stats.last_error = str(e)
+                self.stats.note(len(packet) + 1, True)
                 continue
             self.stats.frames += 1
+            self.stats.note(len(packet) + 1, False)
             yield frame
 
     def _append(self, chunk: bytes) -> None:
@@ -188,3 +221,25 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes of an unfinished packet held (for diagnostics)."""
         return len(self._buf)
+
+
+def describe_noise(sample: bytes, stats: DecoderStats, received: int) -> str:
+    """Why the bytes that arrived were not frames, for a user's error message.
+
+    ``sample``: the first bytes received (raw). "wrong baud rate" only when they look like
+    it: a UART at the wrong rate reads framing errors (0x00 on Linux) for a large share of
+    bytes (measured 34-100 % across 9600..3M baud pairs, tests/test_link_util.uart_resample);
+    random noise has 0.4 %, our own frames at most 2 delimiters per frame. Damaged hushlink
+    frames (right COBS, version and kind, wrong CRC) mean a noisy line instead.
+    """
+    n = received
+    if stats.frames or (stats.damaged and stats.damaged * 20 >= stats.bad):
+        return (f"{stats.damaged} damaged hushlink frames arrived ({n} bytes): a noisy or "
+                "unreliable line (cable, ground, connector)")
+    if len(sample) >= 32 and sample.count(0) >= 0.2 * len(sample):
+        return f"received {n} bytes that were not hushlink frames: wrong baud rate?"
+    text = sum(32 <= b < 127 or b in (9, 10, 13) for b in sample)
+    if len(sample) >= 16 and text >= 0.9 * len(sample):
+        return (f"received {n} bytes of text, not hushlink frames: a console or another "
+                "program on this port?")
+    return f"received {n} bytes that were not hushlink frames (line noise or another protocol)"

@@ -30,6 +30,10 @@ from edge.link import (  # noqa: F401  (re-exported for users of the client)
 )
 from edge.params import Telemetry, TransportParams
 
+HANDSHAKE_PIECE = 32  # bytes per piece of the hello reply (docs/protocol.md)
+HELLO_COPIES = 3  # the hello request goes 3 times per try: at 5 % byte errors one copy of
+#                   its ~30 bytes arrives 1 time in 5; a device answers a copy from its cache
+
 
 class VersionMismatch(HushlinkError):
     pass
@@ -51,11 +55,13 @@ class DeviceClient:
 
     def _hello(self) -> dict:
         try:
-            return self.rpc.call("hello", {"version": P.PROTOCOL_VERSION})
+            # small pieces for the ~470-byte reply: on a noisy line a whole one rarely arrives
+            info = self.rpc.call("hello", {"version": P.PROTOCOL_VERSION,
+                                           "pieces": HANDSHAKE_PIECE}, copies=HELLO_COPIES)
         except NoAnswer:
-            garbage = self.link.decoder.stats.garbage_bytes
-            hint = (f"received {garbage} bytes that were not hushlink frames: wrong baud rate?"
-                    if garbage else "nothing came back: wrong baud rate, not a hushlink "
+            link = self.link
+            hint = (P.describe_noise(bytes(link.rx_head), link.decoder.stats, link.rx_bytes)
+                    if link.rx_bytes else "nothing came back: wrong baud rate, not a hushlink "
                     "device, or `edge-denoise serve` not running on it")
             raise NoAnswer(f"no answer from {self.url} at {self.baud} baud ({hint})") from None
         except RemoteError as e:
@@ -63,6 +69,8 @@ class DeviceClient:
                 raise VersionMismatch(f"protocol version mismatch: {e.remote_message}; update "
                                       "hushlink on the host or the device") from None
             raise
+        self.link.pieces = bool(info.get("pieces"))  # an older device answers in whole frames
+        return info
 
     def __enter__(self) -> DeviceClient:
         return self

@@ -150,7 +150,7 @@ def test_clear_errors(pair, agent, tmp_path, monkeypatch):
             talker = threading.Thread(target=babble, daemon=True)
             talker.start()
             try:
-                with pytest.raises(NoAnswer, match="were not hushlink frames: wrong baud"):
+                with pytest.raises(NoAnswer, match="were not hushlink frames"):
                     connect(other.b, timeout=0.1, retries=1)
             finally:
                 stop.set()

@@ -91,8 +91,8 @@ class Relay:
     def __init__(self, x: str, y: str, rate: float, seed: int):
         self.proc = subprocess.Popen([PY, __file__, "relay", x, y, str(rate), str(seed)],
                                      stdout=subprocess.PIPE, text=True)
-        time.sleep(0.3)
-        assert self.proc.poll() is None
+        # wait until both ends are open and raw: setting raw mode flushes what has arrived
+        assert self.proc.stdout.readline().strip() == "ready"
 
     def stop(self) -> str:
         if self.proc.poll() is None:
@@ -125,6 +125,7 @@ def _relay_main(x: str, y: str, rate: float, seed: int) -> None:
     for fd in (fx, fy):
         tty.setraw(fd)
     counts = {"flip": 0, "drop": 0, "insert": 0, "bytes": 0}
+    print("ready", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     peer = {fx: fy, fy: fx}
@@ -138,6 +139,39 @@ def _relay_main(x: str, y: str, rate: float, seed: int) -> None:
             counts["bytes"] += len(data)
             os.write(peer[fd], _corrupt(data, rng, rate, counts))
     print(" ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
+
+
+def uart_resample(data: bytes, tx_baud: int, rx_baud: int) -> bytes:
+    """What a UART set to ``rx_baud`` reads when ``data`` is sent back to back at ``tx_baud``
+    (8N1, LSB first): start on a falling edge, confirm it half a bit later, sample mid-bit; a
+    low stop bit is a framing error, which Linux (termios without IGNPAR/PARMRK) reads as 0x00.
+    A pty ignores the baud rate, so tests use this to make real wrong-baud bytes."""
+    import bisect
+
+    bits = [1]
+    for b in data:
+        bits += [0, *((b >> i) & 1 for i in range(8)), 1]
+    bits.append(1)
+    ttx, trx = 1.0 / tx_baud, 1.0 / rx_baud
+    falls = [i * ttx for i in range(1, len(bits)) if bits[i - 1] == 1 and bits[i] == 0]
+
+    def level(t: float) -> int:
+        i = int(t / ttx)
+        return bits[i] if i < len(bits) else 1
+
+    out = bytearray()
+    t = 0.0
+    while True:
+        j = bisect.bisect_left(falls, t)
+        if j == len(falls):
+            return bytes(out)
+        t0 = falls[j]
+        if level(t0 + trx / 2) != 0:  # a glitch, not a start bit
+            t = t0 + trx / 2
+            continue
+        byte = sum(level(t0 + (1.5 + i) * trx) << i for i in range(8))
+        out.append(byte if level(t0 + 9.5 * trx) == 1 else 0)
+        t = t0 + 9.5 * trx
 
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "relay":
