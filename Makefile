@@ -66,3 +66,11 @@ bench-postfilter: $(STAMP)
 # issue 5: the on-device loop benchmark (per-hop cost on both interpreters, PulseAudio live run)
 bench-edge-loop: $(STAMP) bootstrap
 	$(PY) benchmarks/edge_loop.py --minutes $(or $(MINUTES),10)
+
+# issue 18: the serial link through a byte-corrupting relay (probes, 10^4 mixed-size exchanges)
+bench-serial-noise: $(STAMP) bootstrap
+	$(PY) benchmarks/serial_noise.py
+
+# issue 18: soak (not in CI): impaired stream + serial agent through a 1 % corrupting relay
+bench-soak: $(STAMP) bootstrap
+	$(PY) benchmarks/soak.py --minutes $(or $(MINUTES),30)
