@@ -126,14 +126,24 @@ def piece_loss(size: int, err: float) -> float:
     return 1.0 - (1.0 - min(max(err, 0.0), 0.5)) ** (size + PIECE_OVERHEAD)
 
 
-def batch(need: int, loss: float, z: float = 1.6) -> int:
-    """Pieces to send so that ``need`` of them arrive with probability about 95 % (normal
-    approximation of the binomial, z standard deviations of margin)."""
+def batch(need: int, loss: float, odds: float = 0.9) -> int:
+    """Pieces to send so that ``need`` of them arrive with probability ``odds`` when each is
+    lost with probability ``loss``: the exact binomial tail for small ``need``, its normal
+    approximation above 32. A missed batch costs one NEED round, so 0.9 is plenty."""
     if need <= 0:
         return 0
-    q = 1.0 - min(loss, 0.9)
-    n0 = need / q
-    return math.ceil((need + z * math.sqrt(n0 * loss * q)) / q)
+    p = min(max(loss, 0.0), 0.9)
+    q = 1.0 - p
+    if need > 32:
+        n0 = need / q
+        return math.ceil((need + 1.3 * math.sqrt(n0 * p * q)) / q)
+    n = need
+    while n < MAX_PIECES:
+        short = sum(math.comb(n, i) * q**i * p ** (n - i) for i in range(need))
+        if 1.0 - short >= odds:
+            return n
+        n += 1
+    return n
 
 
 # ---------------------------------------------------------------- sender and receiver state

@@ -143,7 +143,7 @@ class DecoderStats:
     last_error: str = ""
     # byte error rate estimate, decayed (recent ~100 KB): errors over bytes tried, where a
     # damaged packet counts one error after half its bytes (the first error's expected place)
-    err_events: float = 0.1  # prior: 1e-4 with little weight, so a noisy line shows fast
+    err_events: float = 0.01  # prior: 1e-5 with little weight, so a noisy line shows fast
     err_bytes: float = 1000.0
 
     def note(self, nbytes: int, errors: int) -> None:
