@@ -26,10 +26,14 @@ def describe_range(lo: float | None, hi: float | None, lo_open: bool = False) ->
     if lo is None and hi is None:
         return "any finite number"
     if hi is None:
-        return f"> {lo:g}" if lo_open else f">= {lo:g}"
+        return f"> {_num(lo)}" if lo_open else f">= {_num(lo)}"
     if lo is None:
-        return f"<= {hi:g}"
-    return f"({lo:g}, {hi:g}]" if lo_open else f"{lo:g}..{hi:g}"
+        return f"<= {_num(hi)}"
+    return f"({_num(lo)}, {_num(hi)}]" if lo_open else f"{_num(lo)}..{_num(hi)}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 def number(name: str, v: object, *, kind: type = float, lo: float | None = None,
@@ -45,14 +49,18 @@ def number(name: str, v: object, *, kind: type = float, lo: float | None = None,
         try:
             v = float(v)
         except OverflowError:  # an int beyond float's range
-            raise error(f"{name}={_show(v)} is out of range "
+            raise error(f"{_subject(name, v)} is out of range "
                         f"{describe_range(lo, hi, lo_open)}") from None
         if not math.isfinite(v):
-            raise error(f"{name}={v} is not a finite number")
+            raise error(f"{_subject(name, v)} is not a finite number")
     if ((lo is not None and (v <= lo if lo_open else v < lo))
             or (hi is not None and v > hi)):
-        raise error(f"{name}={_show(v)} is out of range {describe_range(lo, hi, lo_open)}")
+        raise error(f"{_subject(name, v)} is out of range {describe_range(lo, hi, lo_open)}")
     return v
+
+
+def _subject(name: str, v: object) -> str:
+    return f"{name}={_show(v)}" if name else _show(v)
 
 
 def choice(name: str, v: object, allowed: tuple[str, ...], *,
