@@ -33,7 +33,7 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
     from edge.model import StepModel
 
     check_file_job(src, dst)  # a bad path fails before the model (and LiteRT's log) loads
-    model = StepModel(model_path, num_threads=threads)
+    model = StepModel(model_path, num_threads=threads, isolate=model_path is not None)
     bar = Progress(TextColumn("denoising"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeRemainingColumn(), console=err_console, transient=True)
     task = None
@@ -191,6 +191,7 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     in_dev = parse_device(device if device is not None else a.input_device)
     capture_rate = negotiate_rate(in_dev, rate or a.native_rate, "input")
     period = max(16, round(a.period_frames * capture_rate / a.native_rate))
+    isolate = model_path is not None and not state_dir  # a --model from outside
     active = None
     if state_dir:
         from edge.liveslot import describe, resolve
@@ -198,7 +199,7 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
         active = resolve(state_dir)
         model_path = active.path
         err_console.print(f"edge-denoise live: running {describe(active)}")
-    model = StepModel(model_path, num_threads=r.num_threads)
+    model = StepModel(model_path, num_threads=r.num_threads, isolate=isolate)
     sinks = list(extra_sinks)
     if record:
         sinks.append(RecordSink(record, capture_rate))
