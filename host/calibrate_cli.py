@@ -220,6 +220,11 @@ def collect_cmd(port, baud, duration, out, sweep, settle, seed, pins) -> None:
                f"parameter set(s) -> {out}")
 
 
+def _warn(message: str) -> None:
+    """A warning on stderr, one line (e.g. the malformed lines a telemetry file held)."""
+    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
 def _parse_pins(pins) -> dict:
     out = {}
     for item in pins:
@@ -269,7 +274,7 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
         raise click.UsageError("need S1 < S2")
     weights = _weights(kw)
     pinned = _parse_pins(pins)
-    records = calibrate.load_records(telemetry)
+    records = calibrate.load_records(telemetry, on_skip=_warn)
     cfg = ga.GAConfig(pop=pop, generations=generations, s1=s1, s2=s2, seed=seed)
     with _progress() as prog:
         task = prog.add_task("genetic algorithm", total=generations)
@@ -299,15 +304,13 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
               show_default=True, help="Before/after measurements (for `report`).")
 def apply_cmd(port, strategy, baud, seconds, settle, trial, keep_worse, out) -> None:
     """Push a strategy to the device, verify it live, confirm or revert."""
+    from host.calibrate import load_strategy
     from host.fitness import Weights
     from host.link import connect
 
-    try:
-        strat = json.loads(Path(strategy).read_text())
-        params = TransportParams.from_dict(strat["params"]).to_dict()
-        weights = Weights(**strat.get("weights", {}))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CalibrationIOError(f"{strategy}: not a strategy file from `tune` ({e})") from None
+    strat = load_strategy(strategy, full=False)
+    params = TransportParams.from_dict(strat["params"]).to_dict()
+    weights = Weights(**strat["weights"])
     with connect(port, baud) as dev, _progress() as prog:
         task = prog.add_task("measuring before/after", total=2 * seconds + settle)
         t0 = time.monotonic()
@@ -335,5 +338,5 @@ def report_cmd(telemetry, strategy, apply_path, out) -> None:
     from host.report import write_report
 
     md = write_report(Path(telemetry), Path(strategy), Path(apply_path) if apply_path else None,
-                      Path(out))
+                      Path(out), on_skip=_warn)
     click.echo(f"report -> {md}")
