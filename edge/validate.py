@@ -84,7 +84,8 @@ def plain_text(name: str, v: object, *, max_len: int = 4096,
     if not isinstance(v, str):
         raise error(f"{name} must be text, got {_show(v)}")
     if _CONTROL.search(v):
-        raise error(f"{name}={_show(v)} contains control characters (newline, tab, NUL ...)")
+        shown = repr(v) if len(v) <= 60 else repr(v[:57]) + "..."
+        raise error(f"{name}={shown} contains control characters (newline, tab, NUL ...)")
     if len(v) > max_len:
         raise error(f"{name} is longer than {max_len} characters")
     return v
@@ -104,3 +105,32 @@ def _show(v: object) -> str:
         return f"{type(v).__name__} {r}"
     r = repr(v)
     return r if len(r) <= 40 else f"{r[:20]}...({len(r)} digits)"
+
+
+# ------------------------------------------------------------------------- systemd units
+_UNIT_NAME = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_-]{0,30}|[0-9]{1,10})$")
+_EXEC_SAFE = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+
+
+def unit_user(name: str, v: object, *, error: type[Exception] = InvalidValue) -> str:
+    """A ``User=``/``Group=`` value: a POSIX-style name (or a numeric id), nothing a unit
+    file line could be split or extended with."""
+    plain_text(name, v, max_len=32, error=error)
+    if not _UNIT_NAME.match(v):
+        raise error(f"{name}={v!r} is not a user/group name (letters, digits, '_', '-'; "
+                    "not starting with a digit or '-'), nor a numeric id")
+    return v
+
+
+def systemd_exec_word(v: str, *, program: bool = False, name: str = "argument",
+                      error: type[Exception] = InvalidValue) -> str:
+    """One word of an ``ExecStart=`` line, quoted per systemd.exec(5): double quotes with
+    C-style escapes where needed, ``%`` (specifiers) as ``%%`` and, in arguments (not in
+    the ``program`` path, which systemd does not expand), ``$`` as ``$$``, so the word
+    reaches the program exactly as given. Control characters are refused: a line break
+    would start a new directive."""
+    plain_text(name, v, error=error)
+    v = v.replace("%", "%%") if program else v.replace("%", "%%").replace("$", "$$")
+    if _EXEC_SAFE.match(v):
+        return v
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
