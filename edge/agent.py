@@ -278,10 +278,7 @@ class Agent:
             active = TransportParams()
         return active, None, None
 
-    def _save_params(self, active: TransportParams | None = None,
-                     previous: TransportParams | None = ...) -> None:
-        active = self.active if active is None else active
-        previous = self.previous if previous is ... else previous
+    def _save_params(self, active: TransportParams, previous: TransportParams | None) -> None:
         d = {"active": active.to_dict(), "previous": previous.to_dict() if previous else None}
         _atomic_write(self.state_dir / "params.json", json.dumps(d, indent=1).encode())
 
@@ -536,10 +533,10 @@ def _apply(agent: Agent, args: dict) -> dict:
     ``timeout_s`` seconds (0 = no trial, permanent at once). All or nothing: the new state is
     saved before it takes effect."""
     timeout_s = arg(args, "timeout_s", float, 30.0)
-    if not 0 <= timeout_s <= 3600:  # (NaN fails this too)
-        raise RemoteFailure("out_of_range", "timeout_s must be in 0..3600")
     if agent.pending is None:
         raise RemoteFailure("no_pending", "nothing staged: send set_params first")
+    if not 0 <= timeout_s <= 3600:  # (NaN fails this too)
+        raise RemoteFailure("out_of_range", "timeout_s must be in 0..3600")
     new = agent.pending
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     previous = None if deadline is None else (agent.previous if agent.trial_deadline

@@ -15,7 +15,8 @@ agent tick checks the trial deadline.
 
 Refusals answer with the ``FlashError`` code (``unsigned``, ``bad_signature``,
 ``unknown_key``, ``tampered``, ``unsafe_path``, ``oversize``, ``incompatible``, ``unhealthy``,
-``downgrade``, ``no_space``, ``not_in_trial``, ``no_previous``, ``not_initialised``).
+``downgrade``, ``no_space``, ``not_in_trial``, ``no_previous``, ``not_initialised``,
+``bad_args``: a trial timeout that is not a finite number in (0, 86400] s).
 """
 
 from __future__ import annotations
