@@ -217,3 +217,48 @@ def test_inspect_names_the_file_once(tmp_path):
     assert r.exit_code == 1 and r.output.count("junk.hlb") == 1, r.output
     r = CliRunner().invoke(cli, ["inspect", str(junk), "--trust", str(tmp_path / "no.pub")])
     assert r.exit_code == 1 and r.output.startswith("Error: cannot read public key"), r.output
+
+
+# ------------------------------------------------------------------- item 4: every option
+@pytest.mark.parametrize("tool, args, words", [
+    ("edge", ["send", "x.wav", "--to", "udp://127.0.0.1:9", "--share", "nan"], "not a finite"),
+    ("edge", ["send", "x.wav", "--to", "udp://127.0.0.1:9", "--bitrate", "64.5"],
+     "not an integer"),
+    ("edge", ["send", "x.wav", "--to", "udp://127.0.0.1:9", "--capacity", "-1"], "out of range"),
+    ("edge", ["receive", "--listen", "127.0.0.1:0", "--duration", "inf"], "not a finite"),
+    ("edge", ["live", "--duration", "nan"], "not a finite"),
+    ("edge", ["file", "a.wav", "b.wav", "--threads", "0"], "out of range 1..16"),
+    ("host", ["tune", "t.jsonl", "--w-latency", "-1"], "out of range 0..1000"),
+    ("host", ["tune", "t.jsonl", "--s1", "nan"], "not a finite"),
+    ("host", ["tune", "t.jsonl", "--pop", "2"], "out of range 4..10000"),
+    ("host", ["collect", "loop://", "--duration", "inf"], "not a finite"),
+    ("host", ["apply", "loop://", "s.json", "--trial", "nan"], "not a finite"),
+    ("host", ["emulate", "--listen", "127.0.0.1:0", "--forward", "127.0.0.1:9",
+              "--duration", "-5"], "out of range"),
+])
+def test_numeric_options_refuse_non_finite_and_out_of_range_values(tmp_path, monkeypatch,
+                                                                  tool, args, words):
+    """Before: click's float type let nan and inf through (and negative weights or
+    durations were accepted)."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli as edge_cli
+    from host.cli import cli as host_cli
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("x.wav", "a.wav", "t.jsonl", "s.json"):
+        (tmp_path / name).write_text("{}")
+    r = CliRunner().invoke(edge_cli if tool == "edge" else host_cli, args)
+    assert r.exit_code == 2 and words in r.output, r.output
+
+
+@pytest.mark.parametrize("value, words", [("1.2.3", "expected a percentage like 5%"),
+                                          ("150%", "a share of packets is at most 100%")])
+def test_emulator_percentages_are_checked(value, words):
+    from click.testing import CliRunner
+
+    from host.cli import cli
+
+    r = CliRunner().invoke(cli, ["emulate", "--listen", "127.0.0.1:0", "--forward",
+                                 "127.0.0.1:9", "--loss", value, "--duration", "0.1"])
+    assert r.exit_code == 1 and r.output == f"Error: {value!r}: {words}\n", r.output
