@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,29 +263,33 @@ class TensorCodec:
 
 
 # ------------------------------------------------------------------- native log, child check
+_FD2_LOCK = threading.Lock()  # one redirect at a time, or fd 2 could be left redirected
+
+
 @contextlib.contextmanager
 def native_log_filtered():
     """Hold back the interpreter's C++ ``INFO:`` lines (``Created TensorFlow Lite XNNPACK
     delegate for CPU``), which it writes straight to file descriptor 2 when tensors are
     allocated and which would precede our one-line errors and the demo's output. Anything
-    else it writes there is passed on. Use only while no other thread writes to stderr."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable fd 2: nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
+    else it writes there (another thread's output too, during the few ms) is passed on."""
+    with _FD2_LOCK:
         try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable fd 2: nothing to filter
             yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            for line in tmp.read().decode(errors="replace").splitlines():
-                if line.strip() and not line.startswith("INFO: "):
-                    print(line, file=sys.stderr)
+            return
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                tmp.seek(0)
+                for line in tmp.read().decode(errors="replace").splitlines():
+                    if line.strip() and not line.startswith("INFO: "):
+                        print(line, file=sys.stderr)
 
 
 def preflight(path: str | os.PathLike, backend: str | None = None,
