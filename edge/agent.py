@@ -26,12 +26,15 @@ Messages and error codes: docs/protocol.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import json
+import math
 import os
 import platform
 import shlex
+import string
 import subprocess
 import sys
 import time
@@ -48,7 +51,7 @@ from edge import __version__
 from edge import protocol as P
 from edge.errors import HushlinkError
 from edge.link import Link, LinkError, open_link
-from edge.params import ParamsError, Telemetry, TransportParams
+from edge.params import ParamsError, Telemetry, TransportParams, ranges
 
 EXTENSIONS = ("edge.flashdev",)  # imported if present: the flash engineer's handlers
 
@@ -134,18 +137,37 @@ class MemoryTelemetry:
 # ---------------------------------------------------------------- stream control
 
 class CommandStream:
-    """Runs the device's audio stream as a subprocess; the command is a template with the
-    active parameters as ``{bitrate_kbps} {protocol} {buffer_ms} {share} {fec}
-    {loss_hint_pct}`` placeholders, restarted when parameters change."""
+    """Runs the device's audio stream as a subprocess, restarted when parameters change.
+
+    ``template`` is the operator's command line, split into words once, here (shell-like
+    quoting); each word may hold ``{bitrate_kbps} {protocol} {buffer_ms} {share} {fec}
+    {loss_hint_pct}`` placeholders, replaced per start. A value always stays inside its own
+    word (the argv is never re-split), so no parameter can add arguments."""
+
+    FIELDS = tuple(f.name for f in dataclasses.fields(TransportParams))
 
     def __init__(self, template: str):
+        try:
+            self.argv = shlex.split(template)
+            for word in self.argv:
+                for _, field, spec, conv in string.Formatter().parse(word):
+                    if field is not None and (field not in self.FIELDS or spec or conv):
+                        raise ValueError(f"unknown placeholder {{{field}}}; use "
+                                         + " ".join(f"{{{f}}}" for f in self.FIELDS))
+        except ValueError as e:
+            raise HushlinkError(f"--stream-cmd {template!r}: {e}") from None
+        if not self.argv:
+            raise HushlinkError("--stream-cmd is empty")
         self.template = template
         self.proc: subprocess.Popen | None = None
 
+    def argv_for(self, params: TransportParams) -> list[str]:
+        values = params.to_dict()
+        return [word.format(**values) for word in self.argv]
+
     def start(self, params: TransportParams) -> None:
         self.stop()
-        argv = shlex.split(self.template.format(**params.to_dict()))
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv_for(params), stdin=subprocess.DEVNULL)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -256,33 +278,41 @@ class Agent:
             active = TransportParams()
         return active, None, None
 
-    def _save_params(self) -> None:
-        d = {"active": self.active.to_dict(),
-             "previous": self.previous.to_dict() if self.previous else None}
+    def _save_params(self, active: TransportParams, previous: TransportParams | None) -> None:
+        d = {"active": active.to_dict(), "previous": previous.to_dict() if previous else None}
         _atomic_write(self.state_dir / "params.json", json.dumps(d, indent=1).encode())
 
-    def _set_active(self, params: TransportParams) -> None:
-        changed = params != self.active
-        self.active = params
-        self._save_params()
+    def _commit(self, active: TransportParams, previous: TransportParams | None,
+                deadline: float | None) -> None:
+        """Persist the new state, then switch to it: a failed write changes nothing."""
+        self._save_params(active, previous)
+        self._switch(active, previous, deadline)
+
+    def _switch(self, active: TransportParams, previous: TransportParams | None,
+                deadline: float | None) -> None:
+        changed = active != self.active
+        self.active, self.previous, self.trial_deadline = active, previous, deadline
         if changed:  # a failing listener must not stop the others, nor the agent
             for fn in self.param_listeners:
                 try:
-                    fn(params)
+                    fn(active)
                 except Exception as e:
                     self.log(f"parameter listener failed: {type(e).__name__}: {e}")
             if self.stream is not None and self.stream.running:
                 try:
-                    self.stream.start(params)
+                    self.stream.start(active)
                 except Exception as e:
                     self.log(f"stream restart failed: {type(e).__name__}: {e}")
 
     def tick(self) -> None:
         """Housekeeping between reads: revert an unconfirmed trial when its time is up."""
         if self.trial_deadline is not None and time.monotonic() >= self.trial_deadline:
-            prev, self.previous, self.trial_deadline = self.previous, None, None
             self.log("apply not confirmed in time: reverting parameters")
-            self._set_active(prev)
+            try:
+                self._commit(self.previous, None, None)
+            except OSError as e:  # revert anyway: the saved trial is reverted at restart too
+                self.log(f"cannot save the reverted parameters: {e}")
+                self._switch(self.previous, None, None)
 
     def staged_file(self, name: str) -> Path:
         """Path of a completed upload; RemoteFailure if there is none."""
@@ -386,7 +416,7 @@ def arg(args: dict, name: str, typ, default=...):
         return default
     v = args[name]
     if typ is float and isinstance(v, int) and not isinstance(v, bool):
-        v = float(v)
+        v = float(v) if abs(v) < 2**1023 else math.copysign(math.inf, v)
     if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
         raise RemoteFailure("bad_args", f"argument {name!r} must be {typ.__name__}")
     return v
@@ -491,9 +521,7 @@ def _get_params(agent: Agent, args: dict) -> dict:
     return {"active": agent.active.to_dict(),
             "pending": agent.pending.to_dict() if agent.pending else None,
             "trial": agent.trial_deadline is not None, "revert_in_s": left,
-            "ranges": {"bitrate_kbps": [50, 200], "buffer_ms": [100, 500],
-                       "protocol": ["udp", "tcp"], "share": [0.0, 1.0],
-                       "loss_hint_pct": [0, 100]}}
+            "ranges": ranges()}
 
 
 @handler("set_params")
@@ -510,19 +538,23 @@ def _set_params(agent: Agent, args: dict) -> dict:
 @handler("apply")
 def _apply(agent: Agent, args: dict) -> dict:
     """Activate the staged parameters on trial: reverted unless ``confirm`` comes within
-    ``timeout_s`` seconds (0 = no trial, permanent at once)."""
+    ``timeout_s`` seconds (0 = no trial, permanent at once). All or nothing: the new state is
+    saved before it takes effect."""
     timeout_s = arg(args, "timeout_s", float, 30.0)
     if agent.pending is None:
         raise RemoteFailure("no_pending", "nothing staged: send set_params first")
-    if not 0 <= timeout_s <= 3600:
+    if not 0 <= timeout_s <= 3600:  # (NaN fails this too)
         raise RemoteFailure("out_of_range", "timeout_s must be in 0..3600")
-    if agent.trial_deadline is None:
-        agent.previous = agent.active
-    new, agent.pending = agent.pending, None
-    agent.trial_deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
-    if agent.trial_deadline is None:
-        agent.previous = None
-    agent._set_active(new)
+    new = agent.pending
+    deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
+    previous = None if deadline is None else (agent.previous if agent.trial_deadline
+                                              is not None else agent.active)
+    try:
+        agent._commit(new, previous, deadline)
+    except OSError as e:
+        raise RemoteFailure("io", f"cannot save the parameters ({e.strerror or e}); nothing "
+                            "changed") from None
+    agent.pending = None
     return {"active": new.to_dict(), "revert_in_s": timeout_s if timeout_s > 0 else None}
 
 
@@ -531,8 +563,11 @@ def _confirm(agent: Agent, args: dict) -> dict:
     if agent.trial_deadline is None:
         raise RemoteFailure("not_in_trial", "no applied parameters are waiting for "
                             "confirmation (already confirmed, or reverted)")
-    agent.trial_deadline, agent.previous = None, None
-    agent._save_params()
+    try:
+        agent._commit(agent.active, None, None)
+    except OSError as e:
+        raise RemoteFailure("io", f"cannot save the parameters ({e.strerror or e}); still on "
+                            "trial") from None
     return {"active": agent.active.to_dict()}
 
 

@@ -123,15 +123,41 @@ def save_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = PROCESS
         subtype = sf.default_subtype(fmt)
     if not p.parent.exists():
         raise AudioError(f"{p.parent}: output directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    except OSError as e:
+        raise AudioError(f"{p}: cannot write ({e.strerror or e})") from None
     os.close(fd)
     try:
         sf.write(tmp, y, out_rate, format=fmt, subtype=subtype)
         os.replace(tmp, p)
+    except (OSError, sf.LibsndfileError, RuntimeError) as e:  # full disk, read-only, quota
+        Path(tmp).unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or _short(e)
+        if isinstance(e, sf.LibsndfileError) and "System error" in str(e):
+            reason = "system error: the disk may be full"
+        raise AudioError(f"{p}: cannot write ({reason}); no output written") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse an output whose directory cannot take a new file (missing, read-only, no
+    permission), before any work is done. A real probe: permission bits do not tell about
+    read-only mounts, and root passes them all."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise AudioError(f"{p.parent}: output directory does not exist")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a directory; give an output file name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
+    except OSError as e:
+        raise AudioError(f"{p}: cannot write ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -135,7 +135,7 @@ def denoise_offline(model: MaskModel, x: np.ndarray, bypass: bool = False) -> np
 def check_file_job(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Refuse a job before any work (or model loading): unreadable input, output that would
     overwrite the input, an output format we cannot write."""
-    from edge.audio import probe_audio, same_file
+    from edge.audio import check_writable, probe_audio, same_file
     from edge.errors import AudioError
 
     probe_audio(src)
@@ -144,6 +144,7 @@ def check_file_job(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     if Path(dst).suffix.lower() not in (".wav", ".flac", ".ogg"):
         raise AudioError(f"{dst}: unsupported output format {Path(dst).suffix!r}; "
                          "use .wav, .flac or .ogg")
+    check_writable(dst)
 
 
 def denoise_file(src: str | os.PathLike, dst: str | os.PathLike, model: MaskModel,

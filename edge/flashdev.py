@@ -15,7 +15,8 @@ agent tick checks the trial deadline.
 
 Refusals answer with the ``FlashError`` code (``unsigned``, ``bad_signature``,
 ``unknown_key``, ``tampered``, ``unsafe_path``, ``oversize``, ``incompatible``, ``unhealthy``,
-``downgrade``, ``no_space``, ``not_in_trial``, ``no_previous``, ``not_initialised``).
+``downgrade``, ``no_space``, ``not_in_trial``, ``no_previous``, ``not_initialised``,
+``bad_args``: a trial timeout that is not a finite number in (0, 86400] s).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import contextlib
 import hashlib
 
 from edge.agent import Agent, RemoteFailure, arg, handler
-from edge.slots import FlashError, SlotStore
+from edge.slots import FlashError, SlotStore, check_trial_timeout
 
 
 def store(agent: Agent) -> SlotStore:
@@ -64,6 +65,8 @@ def _staged(agent: Agent, args: dict) -> dict:
 def _install(agent: Agent, args: dict) -> dict:
     path = agent.staged_file(arg(args, "name", str))
     timeout = arg(args, "trial_timeout_s", float, None)
+    if timeout is not None:  # refused before install, which drops a refused upload
+        timeout = _run(check_trial_timeout, timeout)
     try:
         out = _run(store(agent).install, path,
                    allow_downgrade=arg(args, "allow_downgrade", bool, False),

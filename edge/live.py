@@ -294,11 +294,21 @@ def signal_handlers(loop: LiveLoop, on_toggle=None):
 def systemd_unit(profile, exe: str = "/usr/local/bin/edge-denoise") -> str:
     """A systemd unit running ``edge-denoise live`` for ``profile`` (an edge.profile
     DeviceProfile): restart on failure, the runtime's user/group, CPU and priority hints."""
+    from edge import validate
+
     r = profile.runtime
+    # every value that reaches the unit is checked: a newline in one would add directives
+    user = validate.unit_user("runtime.user", r.user, error=HushlinkError)
+    group = validate.unit_user("runtime.group", r.group, error=HushlinkError)
+    name = validate.systemd_exec_word(profile.name, name="profile name", error=HushlinkError)
+    if not str(exe).startswith("/"):  # a leading - @ : + ! would be an ExecStart= prefix
+        raise HushlinkError(f"the unit needs an absolute path to edge-denoise, not {exe!r}")
+    exe_word = validate.systemd_exec_word(str(exe), program=True, name="program path",
+                                          error=HushlinkError)
     lines = [
         "# hushlink live denoiser: capture -> denoise -> sink (edge-denoise live).",
         f"# Generated for profile {profile.name!r}: "
-        f"edge-denoise live --profile {profile.name} --print-unit",
+        f"edge-denoise live --profile {name} --print-unit",
         "[Unit]",
         "Description=hushlink live denoiser (edge-denoise live)",
         "After=sound.target network-online.target",
@@ -308,12 +318,12 @@ def systemd_unit(profile, exe: str = "/usr/local/bin/edge-denoise") -> str:
         "",
         "[Service]",
         "Type=simple",
-        f"User={r.user}",
-        f"Group={r.group}",
+        f"User={user}",
+        f"Group={group}",
         "SupplementaryGroups=audio",
         "EnvironmentFile=-/etc/default/hushlink-live",
         # --state-dir: the flashed bundle (serve's slot store), switches hot-reloaded
-        f"ExecStart={exe} live --profile {profile.name} --quiet --state-dir /var/lib/hushlink "
+        f"ExecStart={exe_word} live --profile {name} --quiet --state-dir /var/lib/hushlink "
         "--summary /var/lib/hushlink/live-summary.json $HUSHLINK_LIVE_ARGS",
         "StateDirectory=hushlink",
         # a device that disappears exits 1: restart and wait for it to come back

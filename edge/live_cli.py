@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from edge.cliutil import err_console
+from edge.cliutil import Number, err_console, param_type
 
 MODEL_HELP = "Model .tflite (with its .json beside it). Default: the shipped edge/models/default."
 
@@ -18,7 +18,8 @@ MODEL_HELP = "Model .tflite (with its .json beside it). Default: the shipped edg
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False), help=MODEL_HELP)
 @click.option("--bypass", is_flag=True, help="Skip the mask (same path and latency): A/B check.")
-@click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@click.option("--threads", default=1, show_default=True, type=Number(int, 1, 16),
+              help="Interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
     """Denoise an audio file with the streaming path, one 10 ms hop at a time.
@@ -32,7 +33,7 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
     from edge.model import StepModel
 
     check_file_job(src, dst)  # a bad path fails before the model (and LiteRT's log) loads
-    model = StepModel(model_path, num_threads=threads)
+    model = StepModel(model_path, num_threads=threads, isolate=model_path is not None)
     bar = Progress(TextColumn("denoising"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeRemainingColumn(), console=err_console, transient=True)
     task = None
@@ -61,7 +62,7 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
 
 
 @click.command("live")
-@click.option("--duration", "-d", type=click.FloatRange(min=0.1),
+@click.option("--duration", "-d", type=Number(float, lo=0.1),
               help="Stop after this many seconds of audio (default: until Ctrl-C/SIGTERM).")
 @click.option("--device", "-D", help="Input device (PortAudio name substring or index). "
               "Default: the profile's input_device.")
@@ -93,11 +94,11 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
               "(LQ ~6 ms, HQ ~21 ms each way).")
 @click.option("--stream", metavar="URL",
               help="Also send the denoised stream over RTP/Opus: udp://HOST:PORT or tcp://HOST:PORT.")
-@click.option("--bitrate", default=64, show_default=True, type=int,
+@click.option("--bitrate", default=64, show_default=True, type=param_type("bitrate_kbps"),
               help="With --stream: bitrate on the wire, kbit/s (50-200).")
-@click.option("--buffer", default=200, show_default=True, type=int,
+@click.option("--buffer", default=200, show_default=True, type=param_type("buffer_ms"),
               help="With --stream: the receiver's jitter-buffer bound, ms (100-500).")
-@click.option("--share", default=1.0, show_default=True, type=float,
+@click.option("--share", default=1.0, show_default=True, type=param_type("share"),
               help="With --stream: share of the link capacity for this stream, (0, 1].")
 @click.option("--telemetry", "telemetry_path", type=click.Path(dir_okay=False),
               help="With --stream: append the receiver's per-second telemetry here (JSON lines).")
@@ -190,6 +191,7 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     in_dev = parse_device(device if device is not None else a.input_device)
     capture_rate = negotiate_rate(in_dev, rate or a.native_rate, "input")
     period = max(16, round(a.period_frames * capture_rate / a.native_rate))
+    isolate = model_path is not None and not state_dir  # a --model from outside
     active = None
     if state_dir:
         from edge.liveslot import describe, resolve
@@ -197,7 +199,7 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
         active = resolve(state_dir)
         model_path = active.path
         err_console.print(f"edge-denoise live: running {describe(active)}")
-    model = StepModel(model_path, num_threads=r.num_threads)
+    model = StepModel(model_path, num_threads=r.num_threads, isolate=isolate)
     sinks = list(extra_sinks)
     if record:
         sinks.append(RecordSink(record, capture_rate))

@@ -13,10 +13,16 @@ int8 state out works as well as a fully float one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +30,7 @@ import numpy as np
 
 from edge.dsp import FrontEnd
 from edge.errors import HushlinkError
+from edge.validate import one_line
 
 FORMAT = "hushlink-step-model"
 FORMAT_VERSION = 1
@@ -255,6 +262,82 @@ class TensorCodec:
         return x
 
 
+# ------------------------------------------------------------------- native log, child check
+_FD2_LOCK = threading.Lock()  # one redirect at a time, or fd 2 could be left redirected
+
+
+@contextlib.contextmanager
+def native_log_filtered():
+    """Hold back the interpreter's C++ ``INFO:`` lines (``Created TensorFlow Lite XNNPACK
+    delegate for CPU``), which it writes straight to file descriptor 2 when tensors are
+    allocated and which would precede our one-line errors and the demo's output. Anything
+    else it writes there (another thread's output too, during the few ms) is passed on."""
+    with _FD2_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable fd 2: nothing to filter
+            yield
+            return
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                tmp.seek(0)
+                for line in tmp.read().decode(errors="replace").splitlines():
+                    if line.strip() and not line.startswith("INFO: "):
+                        print(line, file=sys.stderr)
+
+
+def preflight(path: str | os.PathLike, backend: str | None = None,
+              timeout_s: float = 120.0) -> None:
+    """Load ``path`` and run a few hops in a child process (``python -m edge.model check``).
+
+    The interpreter does not verify a model's flatbuffer: a damaged file (one whose .json
+    checksum was made to match) can crash it with SIGSEGV, which no ``except`` catches.
+    Raises ModelError with the child's one-line error, or naming the signal."""
+    cmd = [sys.executable, "-m", "edge.model", "check", str(path)]
+    if backend:
+        cmd += ["--backend", backend]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"{path}: loading it did not finish in {timeout_s:.0f} s") from None
+    if r.returncode < 0:
+        try:
+            sig = signal.Signals(-r.returncode).name
+        except ValueError:
+            sig = f"signal {-r.returncode}"
+        raise ModelError(f"{path}: the interpreter crashed ({sig}) loading it: the file is "
+                         "damaged or not a model this runtime can run")
+    try:
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = one_line((r.stderr.strip().splitlines() or ["no output"])[-1])
+        raise ModelError(f"{path}: the model check failed (exit {r.returncode}): {tail}"
+                         ) from None
+    if not out.get("ok"):
+        raise ModelError(one_line(out.get("error", f"{path}: the model check failed")))
+
+
+def _check_main(argv: list[str]) -> int:
+    """``python -m edge.model check PATH [--backend NAME]``: the child side of preflight."""
+    backend = argv[argv.index("--backend") + 1] if "--backend" in argv else None
+    try:
+        model = StepModel(argv[0], backend=backend)
+        model.masks(np.full((4, model.n_bins), -5.0, dtype=np.float32))
+        out = {"ok": True}
+    except HushlinkError as e:
+        out = {"ok": False, "error": str(e)}
+    except Exception as e:  # anything else is a failed check too, reported as one line
+        out = {"ok": False, "error": f"{argv[0]}: {type(e).__name__}: {e}"}
+    print(json.dumps(out), flush=True)
+    return 0 if out["ok"] else 1
+
+
 # ------------------------------------------------------------------------------ step model
 class StepModel:
     """One loaded, validated step model: ``step(features, state) -> (mask, state)``.
@@ -263,7 +346,12 @@ class StepModel:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, num_threads: int = 1,
-                 backend: str | None = None, front_end: FrontEnd | None = None):
+                 backend: str | None = None, front_end: FrontEnd | None = None,
+                 isolate: bool = False):
+        """``isolate``: load and run the model in a child process first (``preflight``), so
+        that a file that crashes the interpreter is an error here, not a segfault. For
+        models from outside (``--model``); the packaged one and installed bundles are
+        checked when they are built or installed."""
         self.path = resolve_model_path(path)
         self.metadata = ModelMetadata.load(self.path.with_suffix(".json"))
         md = self.metadata
@@ -278,11 +366,16 @@ class StepModel:
                              "belong together (or the file is corrupt)")
         interpreter_cls = load_interpreter(backend)
         self.backend = backend_name(interpreter_cls)
+        if isolate:
+            preflight(self.path, self.backend)
         try:
-            self._it = interpreter_cls(model_path=str(self.path), num_threads=int(num_threads))
-            self._it.allocate_tensors()
+            with native_log_filtered():
+                self._it = interpreter_cls(model_path=str(self.path),
+                                           num_threads=int(num_threads))
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{self.path}: the interpreter cannot load it ({e})") from None
+            raise ModelError(f"{self.path}: the interpreter cannot load it ({one_line(e)})"
+                             ) from None
         self._bind_tensors()
 
     # -- tensors
@@ -384,3 +477,10 @@ class StepModel:
                 "backend": self.backend, "quantization": md.quantization,
                 "algorithmic_latency_ms": md.algorithmic_latency_ms,
                 "state_shapes": [list(s) for s in md.state_shapes]}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "check":
+        sys.exit(_check_main(sys.argv[2:]))
+    print("usage: python -m edge.model check MODEL.tflite [--backend NAME]", file=sys.stderr)
+    sys.exit(2)

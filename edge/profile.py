@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from edge import validate
 from edge.errors import ProfileError
 
 
@@ -51,6 +52,8 @@ class RuntimeSettings:
         _check(0 <= self.realtime_priority <= 99, "runtime.realtime_priority", "0..99")
         _check(4 <= self.queue_frames <= 4096, "runtime.queue_frames", "4..4096")
         _check(0 < self.hop_budget_ms <= 1000, "runtime.hop_budget_ms", "0 < ms <= 1000")
+        for key in ("user", "group"):  # they reach the systemd unit (edge/live.py)
+            validate.unit_user(f"runtime.{key}", getattr(self, key), error=ProfileError)
 
 
 @dataclass(frozen=True)

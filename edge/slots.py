@@ -35,6 +35,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -46,7 +47,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge import __version__
+from edge import __version__, validate
 from edge.errors import HushlinkError
 
 FORMAT = "hushlink-bundle"
@@ -55,6 +56,8 @@ MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 SLOTS = ("A", "B")
 DEFAULT_MAX_BUNDLE = 256 * 2**20  # bytes; a model + config is a few MiB
 DEFAULT_TRIAL_TIMEOUT_S = 120.0
+MAX_BUNDLE_BYTES = (1, 2**40)  # allowed max_bundle_bytes
+TRIAL_TIMEOUT_S = (0.0, 86_400.0)  # allowed trial timeouts: (0 excluded, a day]
 SPACE_MARGIN = 1 * 2**20  # bytes kept free beyond what the bundle needs
 MAX_META = 1 * 2**20  # manifest.json / manifest.sig larger than this are refused unread
 CRASH_STAGES = ("after-write", "after-verify", "after-slot", "mid-switch", "after-switch")
@@ -74,6 +77,32 @@ class FlashError(HushlinkError):
 
 def _err(code: str, msg: str) -> FlashError:
     return FlashError(msg, code)
+
+
+def _bad_args(msg: str) -> FlashError:
+    return FlashError(msg, "bad_args")
+
+
+def check_max_bundle_bytes(v: object) -> int:
+    """A bundle size limit: a whole number of bytes, 1 B .. 1 TiB. Raises FlashError."""
+    return validate.number("max_bundle_bytes", v, kind=int, lo=MAX_BUNDLE_BYTES[0],
+                           hi=MAX_BUNDLE_BYTES[1], error=_bad_args)
+
+
+def check_trial_timeout(v: object) -> float:
+    """Seconds a switched bundle may stay unconfirmed: finite, > 0, at most a day (NaN or
+    infinity would never roll back). Raises FlashError."""
+    return validate.number("trial_timeout_s", v, lo=TRIAL_TIMEOUT_S[0], hi=TRIAL_TIMEOUT_S[1],
+                           lo_open=True, error=_bad_args)
+
+
+def trial_deadline(ptr: dict) -> float:
+    """The pointer's trial deadline (epoch s); anything but a finite number counts as
+    already passed, so a damaged pointer rolls back instead of staying on trial for ever."""
+    d = ptr.get("deadline")
+    if isinstance(d, bool) or not isinstance(d, int | float) or not math.isfinite(d):
+        return 0.0
+    return float(d)
 
 
 # ------------------------------------------------------------------------- small pure helpers
@@ -408,20 +437,32 @@ class SlotStore:
                 ids.append(kid)
             cfg = self.config()
             if max_bundle_bytes is not None:
-                cfg["max_bundle_bytes"] = int(max_bundle_bytes)
+                cfg["max_bundle_bytes"] = check_max_bundle_bytes(max_bundle_bytes)
             if trial_timeout_s is not None:
-                cfg["trial_timeout_s"] = float(trial_timeout_s)
+                cfg["trial_timeout_s"] = check_trial_timeout(trial_timeout_s)
             if profile is not None:
-                cfg["profile"] = profile
+                cfg["profile"] = validate.plain_text("profile", profile, max_len=128,
+                                                     error=_bad_args)
             write_durable(self.root / "flash.json", json.dumps(cfg, indent=1).encode())
             if not self.pointer.exists():
                 self._write_pointer({"active": None, "previous": None, "state": "empty"})
         return ids
 
     def config(self) -> dict:
+        """``flash.json`` over the defaults; a value of the wrong type or out of range (a
+        hand-edited file, an older tool) is ignored, so it cannot stop installs for good."""
         cfg = {"max_bundle_bytes": DEFAULT_MAX_BUNDLE, "trial_timeout_s": DEFAULT_TRIAL_TIMEOUT_S}
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            cfg.update(json.loads((self.root / "flash.json").read_text()))
+        try:
+            saved = json.loads((self.root / "flash.json").read_text())
+        except (OSError, ValueError):
+            return cfg
+        checks = {"max_bundle_bytes": check_max_bundle_bytes,
+                  "trial_timeout_s": check_trial_timeout,
+                  "profile": lambda v: validate.plain_text("profile", v, max_len=128,
+                                                           error=_bad_args)}
+        for k, v in (saved.items() if isinstance(saved, dict) else ()):
+            with contextlib.suppress(FlashError):
+                cfg[k] = checks[k](v) if k in checks else v
         return cfg
 
     def trusted(self) -> dict:
@@ -449,7 +490,7 @@ class SlotStore:
         try:
             d = json.loads(self.pointer.read_text())
             if d.get("active") in (*SLOTS, None):
-                return d
+                return d if d.get("previous") in (*SLOTS, None) else {**d, "previous": None}
         except (FileNotFoundError, ValueError, AttributeError):
             pass
         return {"active": None, "previous": None, "state": "empty"}
@@ -508,6 +549,8 @@ class SlotStore:
     def install(self, bundle_path: str | os.PathLike, *, allow_downgrade: bool = False,
                 trial_timeout_s: float | None = None, log=lambda msg: None) -> dict:
         """Verify, write to the inactive slot, health-check, and switch into trial."""
+        if trial_timeout_s is not None:
+            trial_timeout_s = check_trial_timeout(trial_timeout_s)
         self._require_init()
         with self._locked():
             cfg = self.config()
@@ -654,14 +697,14 @@ class SlotStore:
         ``wait=False``: raise BlockingIOError rather than wait for a running install or
         confirm (the live service must not stall on one)."""
         ptr = self.read_pointer()
-        if ptr.get("state") != "trial" or time.time() < float(ptr.get("deadline") or 0):
+        if ptr.get("state") != "trial" or time.time() < trial_deadline(ptr):
             return None
         with self._locked(wait=wait):
             return self._expire_locked(log)
 
     def _expire_locked(self, log) -> dict | None:
         ptr = self.read_pointer()
-        if ptr.get("state") == "trial" and time.time() >= float(ptr.get("deadline") or 0):
+        if ptr.get("state") == "trial" and time.time() >= trial_deadline(ptr):
             return self._end_trial_locked("trial not confirmed in time", log)
         return None
 
@@ -712,8 +755,8 @@ class SlotStore:
                 "version": m.get("version"), "model": m["model"].get("name"),
                 "model_version": m["model"].get("version"), "created": m.get("created")}
         left = None
-        if ptr.get("state") == "trial" and ptr.get("deadline"):
-            left = round(max(0.0, float(ptr["deadline"]) - time.time()), 1)
+        if ptr.get("state") == "trial":
+            left = round(max(0.0, trial_deadline(ptr) - time.time()), 1)
         try:
             free = shutil.disk_usage(self.root).free
         except OSError:

@@ -206,14 +206,14 @@ def inspect(path: str | os.PathLike, trust: tuple[str | os.PathLike, ...] = ()) 
     p = Path(path)
     with_trust = bool(trust)
     if with_trust:
-        keys = [load_public_key(Path(k).read_bytes()) for k in trust]
+        keys = [load_public_key(_read_key(k)) for k in trust]
         trusted = {key_id(public_raw(k)): k for k in keys}
     else:
         trusted = _embedded_key(p)
     try:
         b = read_bundle(p, trusted, max_bytes=2**40, runtime="9999")
-    except FlashError as e:
-        raise BundleError(f"{p.name}: {e}") from None
+    except FlashError as e:  # name the file once (most of read_bundle's messages do)
+        raise BundleError(str(e) if p.name in str(e) else f"{p.name}: {e}") from None
     m = b.manifest
     return {"path": str(p), "size": p.stat().st_size, "version": m["version"],
             "created": m["created"], "min_runtime": m["min_runtime"],
@@ -224,6 +224,13 @@ def inspect(path: str | os.PathLike, trust: tuple[str | os.PathLike, ...] = ()) 
             "config": m.get("config"), "files": m["files"], "key_id": b.key_id,
             "signature": "valid, key trusted" if with_trust
             else "valid (integrity only: pass --trust KEY.pub to check the signer)"}
+
+
+def _read_key(path: str | os.PathLike) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise BundleError(f"cannot read public key {path}: {e.strerror or e}") from None
 
 
 def _embedded_key(p: Path) -> dict:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import validate
 from edge.errors import HushlinkError
 from edge.params import Telemetry, TransportParams
 from host import fitness, ga, kbins
@@ -49,28 +50,78 @@ class Record:
     params: TransportParams
 
 
-def load_records(path: str | Path) -> list[Record]:
-    """A ``collect`` file: JSON lines ``{"telemetry": {...}, "params": {...}}`` (plain
-    Telemetry lines are accepted too, with default params)."""
-    out = []
+@dataclass(frozen=True)
+class Skipped:
+    """A line of a telemetry file that is not a valid record, and why."""
+
+    line: int
+    reason: str
+
+
+def parse_record(line: bytes) -> Record | None:
+    """One ``collect`` line checked against the schema (a JSON object; ``telemetry``: every
+    field a finite number in ``Telemetry.RANGES``; ``params``: valid TransportParams).
+    None for an interval without packets (null latency: nothing to learn). Raises
+    ValueError saying what is wrong."""
     try:
-        lines = Path(path).read_text().splitlines()
+        d = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"a JSON {type(d).__name__} where an object was expected")
+    tel = d.get("telemetry", d)
+    if isinstance(tel, dict) and any(v is None or (isinstance(v, float) and v != v)
+                                     for v in tel.values()):
+        return None
+    try:
+        return Record(Telemetry.parse(tel), TransportParams.from_dict(d.get("params") or {}))
+    except HushlinkError as e:
+        raise ValueError(str(e)) from None
+
+
+def read_records(path: str | Path) -> tuple[list[Record], list[Skipped]]:
+    """A ``collect`` file: JSON lines ``{"telemetry": {...}, "params": {...}}`` (plain
+    Telemetry lines are accepted too, with default params). Lines that are not valid
+    records are skipped and returned with their line numbers."""
+    try:
+        data = Path(path).read_bytes()
     except OSError as e:
         raise CalibrationError(f"cannot read {path}: {e.strerror}") from None
-    for n, line in enumerate(lines, 1):
+    out, skipped = [], []
+    for n, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue
         try:
-            d = json.loads(line)
-            if any(v is None or v != v for v in d.get("telemetry", d).values()):
-                continue  # an interval without packets (null latency): nothing to learn
-            t = Telemetry.from_dict(d.get("telemetry", d))
-            p = TransportParams.from_dict(d.get("params") or {})
-        except (ValueError, TypeError, HushlinkError) as e:
-            raise CalibrationError(f"{path}:{n}: not a telemetry record ({e})") from None
-        out.append(Record(t, p))
-    if len(out) < 2:
-        raise CalibrationError(f"{path}: {len(out)} record(s); collect at least a few seconds")
+            rec = parse_record(line)
+        except ValueError as e:
+            skipped.append(Skipped(n, str(e)))
+            continue
+        if rec is not None:
+            out.append(rec)
+    return out, skipped
+
+
+def describe_skipped(skipped: list[Skipped], show: int = 5) -> str:
+    """``skipped 3 malformed line(s): line 4 (...), line 9 (...)``: one line."""
+    first = ", ".join(f"line {s.line} ({s.reason})" for s in skipped[:show])
+    more = f", and {len(skipped) - show} more" if len(skipped) > show else ""
+    return f"skipped {len(skipped)} malformed line(s): {first}{more}"
+
+
+def load_records(path: str | Path, on_skip=None) -> list[Record]:
+    """``read_records``, needing at least two records; ``on_skip(message)`` hears about
+    skipped lines (one line naming the file and them)."""
+    out, skipped = read_records(path)
+    if len(out) < 2:  # the error names the skipped lines: no warning as well
+        why = f"; {describe_skipped(skipped, 3)}" if skipped else ""
+        raise CalibrationError(f"{path}: {len(out)} valid record(s){why}; collect at least "
+                               "a few seconds")
+    if skipped and on_skip is not None:
+        on_skip(f"{path}: {describe_skipped(skipped)}")
     return out
 
 
@@ -222,3 +273,89 @@ def tune(records: list[Record], *, n_clusters: int = 3, k_bins: int = 4,
     best = ga.to_params(res.best).replace(**pins)
     return TuneResult(best, res.best_cost, model.cost(TransportParams()), model, centres,
                       labels, bins, edges, res, X)
+
+
+# ------------------------------------------------------------------- strategy files (schema)
+def _finite(where: str, v: object) -> float:
+    return validate.number(where, v, error=CalibrationError)
+
+
+def _check_strategy(d: object, full: bool) -> dict:
+    """Raises CalibrationError naming the first field that is missing or malformed."""
+    if not isinstance(d, dict):
+        raise CalibrationError(f"a JSON {type(d).__name__} where an object was expected")
+
+    def get(key: str, typ: type):
+        if key not in d:
+            raise CalibrationError(f"no {key!r}")
+        if not isinstance(d[key], typ) or isinstance(d[key], bool):
+            raise CalibrationError(f"{key!r} must be a {typ.__name__}")
+        return d[key]
+
+    try:
+        TransportParams.from_dict(get("params", dict))
+        fitness.Weights(**get("weights", dict))
+    except TypeError as e:
+        raise CalibrationError(f"weights: {e}") from None
+    except HushlinkError as e:
+        raise CalibrationError(str(e)) from None
+    if not full:
+        return d
+    try:
+        TransportParams.from_dict(get("default_params", dict))
+    except HushlinkError as e:
+        raise CalibrationError(f"default_params: {e}") from None
+    for key in ("predicted_cost", "default_predicted_cost"):
+        _finite(key, d.get(key))
+    clusters = get("clusters", list)
+    if not clusters:
+        raise CalibrationError("no clusters")
+    for i, c in enumerate(clusters):
+        if not isinstance(c, dict) or not isinstance(c.get("centre"), dict):
+            raise CalibrationError(f"clusters[{i}] must be an object with a centre")
+        for f in FIELDS:
+            _finite(f"clusters[{i}].centre.{f}", c["centre"].get(f))
+        validate.number(f"clusters[{i}].weight", c.get("weight"), lo=0, hi=1,
+                        error=CalibrationError)
+        bins = c.get("bins")
+        if not (isinstance(bins, list) and len(bins) == len(FIELDS)
+                and all(isinstance(b, int) and not isinstance(b, bool) for b in bins)):
+            raise CalibrationError(f"clusters[{i}].bins must be {len(FIELDS)} integers")
+    edges = get("bin_edges", dict)
+    lengths = set()
+    for f in FIELDS:
+        e = edges.get(f)
+        if not isinstance(e, list) or len(e) < 2:
+            raise CalibrationError(f"bin_edges.{f} must be a list of at least 2 numbers")
+        for j, v in enumerate(e):
+            _finite(f"bin_edges.{f}[{j}]", v)
+        lengths.add(len(e))
+    if len(lengths) != 1:
+        raise CalibrationError("bin_edges lists differ in length (one K for all fields)")
+    for i, h in enumerate(get("history", list)):
+        if not isinstance(h, dict):
+            raise CalibrationError(f"history[{i}] must be an object")
+        for k in ("best", "mean", "s1", "s2"):
+            _finite(f"history[{i}].{k}", h.get(k))
+    get("ga", dict)
+    seed = d.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise CalibrationError("'seed' must be a non-negative integer")
+    return d
+
+
+def load_strategy(path: str | Path, *, full: bool = True) -> dict:
+    """A ``tune`` output, checked against its schema (``full``: everything ``report``
+    plots; otherwise what ``apply`` needs: params and weights). Raises CalibrationError
+    naming the file and the field."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CalibrationError(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise CalibrationError(f"{path}: not a strategy file from `tune` (not JSON: "
+                               f"{type(e).__name__})") from None
+    try:
+        return _check_strategy(d, full)
+    except CalibrationError as e:
+        raise CalibrationError(f"{path}: not a strategy file from `tune` ({e})") from None

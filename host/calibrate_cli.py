@@ -11,11 +11,13 @@ from pathlib import Path
 
 import click
 
-from edge.cliutil import err_console
+from edge.cliutil import Number, err_console
 from edge.errors import HushlinkError
 from edge.params import TransportParams
 
 PORT = click.argument("port", envvar="EDGE_PORT")
+SECONDS = Number(float, lo=0.0, hi=86_400.0, lo_open=True)  # finite: nan and inf are refused
+WEIGHT = Number(float, lo=0.0, hi=1e3)
 BAUD = click.option("--baud", "-b", type=int, default=921_600, show_default=True,
                     help="Baud rate of the serial port.")
 
@@ -28,7 +30,7 @@ def _weights_options(f):
         ("w-buffer", 0.5, "cost per 100 ms of receiver buffer"),
         ("w-bitrate", 0.05, "cost per 100 kbps of codec bitrate"),
     ]):
-        f = click.option(f"--{name}", type=float, default=default, show_default=True,
+        f = click.option(f"--{name}", type=WEIGHT, default=default, show_default=True,
                          help=text.capitalize() + ".")(f)
     return f
 
@@ -188,13 +190,14 @@ def _progress():
 @click.command("collect")
 @PORT
 @BAUD
-@click.option("--duration", "-d", type=float, default=60.0, show_default=True,
+@click.option("--duration", "-d", type=SECONDS, default=60.0, show_default=True,
               help="Seconds of telemetry to pull.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="telemetry.jsonl",
               show_default=True, help="Output: JSON lines {telemetry, params}.")
-@click.option("--sweep", type=int, default=0, help="Try N parameter sets in turn (first: the "
-              "current one); the original set is restored at the end.")
-@click.option("--settle", type=float, default=2.0, show_default=True,
+@click.option("--sweep", type=Number(int, 0, 1000), default=0,
+              help="Try N parameter sets in turn (first: the current one); the original set "
+              "is restored at the end.")
+@click.option("--settle", type=Number(float, 0.0, 3600.0), default=2.0, show_default=True,
               help="Seconds to wait after each parameter change before measuring.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sweep.")
 @click.option("--pin", "pins", multiple=True, metavar="KEY=VALUE",
@@ -215,6 +218,11 @@ def collect_cmd(port, baud, duration, out, sweep, settle, seed, pins) -> None:
     _atomic_text(Path(out), "".join(json.dumps(x) + "\n" for x in lines))
     click.echo(f"{len(lines)} records, {len({json.dumps(x['params']) for x in lines})} "
                f"parameter set(s) -> {out}")
+
+
+def _warn(message: str) -> None:
+    """A warning on stderr, one line (e.g. the malformed lines a telemetry file held)."""
+    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _parse_pins(pins) -> dict:
@@ -240,13 +248,16 @@ def _parse_pins(pins) -> dict:
 @click.argument("telemetry", type=click.Path(dir_okay=False, exists=True))
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="strategy.json",
               show_default=True, help="Where to write the strategy.")
-@click.option("--clusters", type=int, default=3, show_default=True, help="k-means clusters.")
-@click.option("--bins", "k_bins", type=int, default=4, show_default=True,
+@click.option("--clusters", type=Number(int, 1, 100), default=3, show_default=True,
+              help="k-means clusters.")
+@click.option("--bins", "k_bins", type=Number(int, 1, 100), default=4, show_default=True,
               help="K uniform bins per monitoring parameter.")
-@click.option("--pop", type=int, default=24, show_default=True, help="GA population.")
-@click.option("--generations", type=int, default=20, show_default=True, help="GA generations.")
-@click.option("--s1", type=float, help="Fixed threshold S1 (default: 1/3 quantile of C).")
-@click.option("--s2", type=float, help="Fixed threshold S2 (default: 2/3 quantile of C).")
+@click.option("--pop", type=Number(int, 4, 10_000), default=24, show_default=True,
+              help="GA population.")
+@click.option("--generations", type=Number(int, 0, 10_000), default=20, show_default=True,
+              help="GA generations.")
+@click.option("--s1", type=Number(float), help="Fixed threshold S1 (default: 1/3 quantile of C).")
+@click.option("--s2", type=Number(float), help="Fixed threshold S2 (default: 2/3 quantile of C).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (deterministic).")
 @click.option("--pin", "pins", multiple=True, metavar="KEY=VALUE",
               help="Fix a parameter, e.g. --pin protocol=udp (repeatable).")
@@ -263,7 +274,7 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
         raise click.UsageError("need S1 < S2")
     weights = _weights(kw)
     pinned = _parse_pins(pins)
-    records = calibrate.load_records(telemetry)
+    records = calibrate.load_records(telemetry, on_skip=_warn)
     cfg = ga.GAConfig(pop=pop, generations=generations, s1=s1, s2=s2, seed=seed)
     with _progress() as prog:
         task = prog.add_task("genetic algorithm", total=generations)
@@ -281,26 +292,25 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
 @PORT
 @click.argument("strategy", type=click.Path(dir_okay=False, exists=True))
 @BAUD
-@click.option("--measure", "seconds", type=float, default=10.0, show_default=True,
+@click.option("--measure", "seconds", type=SECONDS, default=10.0, show_default=True,
               help="Seconds of telemetry measured before and after.")
-@click.option("--settle", type=float, default=2.0, show_default=True,
+@click.option("--settle", type=Number(float, 0.0, 3600.0), default=2.0, show_default=True,
               help="Seconds after apply before measuring.")
-@click.option("--trial", type=float, default=120.0, show_default=True,
+@click.option("--trial", type=Number(float, 0.0, 3600.0, lo_open=True), default=120.0,
+              show_default=True,
               help="The device reverts by itself unless confirmed within this many seconds.")
 @click.option("--keep-worse", is_flag=True, help="Confirm even if the live C got worse.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="apply.json",
               show_default=True, help="Before/after measurements (for `report`).")
 def apply_cmd(port, strategy, baud, seconds, settle, trial, keep_worse, out) -> None:
     """Push a strategy to the device, verify it live, confirm or revert."""
+    from host.calibrate import load_strategy
     from host.fitness import Weights
     from host.link import connect
 
-    try:
-        strat = json.loads(Path(strategy).read_text())
-        params = TransportParams.from_dict(strat["params"]).to_dict()
-        weights = Weights(**strat.get("weights", {}))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CalibrationIOError(f"{strategy}: not a strategy file from `tune` ({e})") from None
+    strat = load_strategy(strategy, full=False)
+    params = TransportParams.from_dict(strat["params"]).to_dict()
+    weights = Weights(**strat["weights"])
     with connect(port, baud) as dev, _progress() as prog:
         task = prog.add_task("measuring before/after", total=2 * seconds + settle)
         t0 = time.monotonic()
@@ -328,5 +338,5 @@ def report_cmd(telemetry, strategy, apply_path, out) -> None:
     from host.report import write_report
 
     md = write_report(Path(telemetry), Path(strategy), Path(apply_path) if apply_path else None,
-                      Path(out))
+                      Path(out), on_skip=_warn)
     click.echo(f"report -> {md}")

@@ -67,16 +67,19 @@ class Impairment:
 def parse_pct(s: str) -> float:
     """'5%', '5' (percent) or '0.05' -> 0.05."""
     m = re.fullmatch(r"\s*([0-9.]+)\s*(%?)\s*", str(s))
-    if not m:
+    if not m or m.group(1).count(".") > 1:
         raise EmulatorError(f"{s!r}: expected a percentage like 5%")
     v = float(m.group(1))
-    return v / 100.0 if m.group(2) or v > 1.0 else v
+    v = v / 100.0 if m.group(2) or v > 1.0 else v
+    if v > 1.0:
+        raise EmulatorError(f"{s!r}: a share of packets is at most 100%")
+    return v
 
 
 def parse_ms(s: str) -> float:
     """'40ms', '0.04s', '40us', '40' (ms) -> milliseconds."""
     m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|us)?\s*", str(s))
-    if not m:
+    if not m or m.group(1).count(".") > 1:
         raise EmulatorError(f"{s!r}: expected a duration like 40ms")
     return float(m.group(1)) * {"s": 1000.0, "us": 0.001}.get(m.group(2) or "ms", 1.0)
 
@@ -84,7 +87,7 @@ def parse_ms(s: str) -> float:
 def parse_rate(s: str) -> float:
     """'300kbit', '1mbit', '64000bit', '300k', '300kbps' (kilobits) -> kbit/s."""
     m = re.fullmatch(r"\s*([0-9.]+)\s*(k|m|g)?(bit|bps|b)?(/s)?\s*", str(s).lower())
-    if not m:
+    if not m or m.group(1).count(".") > 1:
         raise EmulatorError(f"{s!r}: expected a rate like 300kbit")
     scale = {"k": 1.0, "m": 1000.0, "g": 1e6, None: 0.001}[m.group(2)]
     return float(m.group(1)) * scale
@@ -433,6 +436,8 @@ def start_emulator(protocol: str, listen: str, forward: str, imp: Impairment,
 def _cli():
     import click
 
+    from edge.cliutil import Number
+
     @click.command("emulate")
     @click.option("--listen", required=True, metavar="ADDR:PORT",
                   help="Where the sender sends to.")
@@ -454,7 +459,7 @@ def _cli():
     @click.option("--seed", default=1, show_default=True, type=int)
     @click.option("--truth", type=click.Path(dir_okay=False),
                   help="Write what was dropped/delayed/reordered here (JSON).")
-    @click.option("--duration", type=float, default=None,
+    @click.option("--duration", type=Number(float, lo=0.0, lo_open=True), default=None,
                   help="Stop after this many seconds (default: Ctrl-C).")
     def emulate_cmd(listen, forward, protocol, loss, delay, jitter, reorder, reorder_delay,
                     rate, queue, seed, truth, duration):

@@ -16,7 +16,9 @@ telemetry; ``host.calibrate.LinkModel`` predicts the same quantities for candida
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+
+from edge import validate
 
 PACKETS_PER_S = 50.0  # 20 ms Opus frames
 
@@ -27,6 +29,12 @@ class Weights:
     latency: float = 0.5  # per 100 ms of one-way network latency
     buffer: float = 0.5  # per 100 ms of receiver buffer
     bitrate: float = 0.05  # per 100 kbps
+
+    def __post_init__(self) -> None:  # a negative weight would reward what it should cost
+        for f in fields(self):
+            object.__setattr__(self, f.name, validate.number(f"weight {f.name}",
+                                                             getattr(self, f.name),
+                                                             lo=0.0, hi=1e3))
 
     def to_dict(self) -> dict:
         return asdict(self)

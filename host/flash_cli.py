@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 
 from edge import __version__
-from edge.cliutil import CONTEXT, Group
+from edge.cliutil import CONTEXT, Group, Number
+from edge.slots import MAX_BUNDLE_BYTES, TRIAL_TIMEOUT_S
+
+# finite and in range (click's own float types let nan and inf through)
+MAX_BUNDLE_MB = Number(float, lo=0.0, hi=MAX_BUNDLE_BYTES[1] / 2**20, lo_open=True)
+TRIAL_TIMEOUT = Number(float, lo=TRIAL_TIMEOUT_S[0], hi=TRIAL_TIMEOUT_S[1], lo_open=True)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -111,16 +116,18 @@ def inspect_cmd(bundle, trust, as_json) -> None:
               help="Device state directory (the agent's --state-dir).")
 @click.option("--trust", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Public key to trust (repeat for several).")
-@click.option("--max-bundle-mb", type=float, help="Largest bundle accepted (default 256).")
-@click.option("--trial-timeout", type=float,
-              help="Seconds a switched bundle may stay unconfirmed (default 120).")
+@click.option("--max-bundle-mb", type=MAX_BUNDLE_MB,
+              help="Largest bundle accepted, MiB (default 256).")
+@click.option("--trial-timeout", type=TRIAL_TIMEOUT,
+              help="Seconds a switched bundle may stay unconfirmed (default 120, at most a day).")
 @click.option("--profile", help="The device's hardware profile (bundles must fit it).")
 def init_cmd(root, trust, max_bundle_mb, trial_timeout, profile) -> None:
     """Initialise a device state directory with the keys it trusts."""
     from host.flash import init_root
 
     ids = init_root(root, list(trust),
-                    max_bundle_bytes=None if max_bundle_mb is None else int(max_bundle_mb * 2**20),
+                    max_bundle_bytes=None if max_bundle_mb is None
+                    else max(1, int(max_bundle_mb * 2**20)),
                     trial_timeout_s=trial_timeout, profile=profile)
     click.echo(f"{root}: trusts key(s) {', '.join(ids)}")
 
@@ -133,7 +140,8 @@ def init_cmd(root, trust, max_bundle_mb, trial_timeout, profile) -> None:
 @click.option("--allow-downgrade", is_flag=True, help="Install an older version than the active.")
 @click.option("--no-confirm", is_flag=True,
               help="Leave the bundle on trial (it rolls back unless confirmed in time).")
-@click.option("--trial-timeout", type=float, help="Seconds to confirm before rollback.")
+@click.option("--trial-timeout", type=TRIAL_TIMEOUT,
+              help="Seconds to confirm before rollback (at most a day).")
 @click.option("--profile", help="With --root: the device's hardware profile (default: the one "
               "given to init).")
 @click.option("--pace", is_flag=True, hidden=True, help="Pace writes at the baud (ptys).")

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.params import TransportParams
+from edge.params import BITRATE_KBPS, BUFFER_MS, SHARE, SHARE_SEARCH_MIN, TransportParams
 
-LO = np.array([50.0, 0.0, 100.0, 0.1])
-HI = np.array([200.0, 1.0, 500.0, 1.0])
+# the search box, from the parameters' own ranges (edge/params.py)
+LO = np.array([BITRATE_KBPS[0], 0.0, BUFFER_MS[0], SHARE_SEARCH_MIN], dtype=float)
+HI = np.array([BITRATE_KBPS[1], 1.0, BUFFER_MS[1], SHARE[1]], dtype=float)
 OPERATORS = {1: ("reproduce", "crossover", "mutate"), 2: ("reproduce", "crossover", "mutate"),
              3: ("crossover", "mutate")}
 

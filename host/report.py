@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import validate
 from host import calibrate, fitness
 
 LABELS = {"latency_ms": "latency (ms)", "loss_pct": "loss (%)", "jitter_ms": "jitter (ms)",
@@ -87,11 +88,44 @@ def plot_before_after(res: dict, path: Path) -> str:
     return _save(fig, path)
 
 
-def write_report(telemetry: Path, strategy: Path, apply_result: Path | None, out: Path) -> Path:
-    """Write ``out/report.md``, ``out/report.html`` and the PNGs; returns the markdown path."""
+def load_apply_result(path: Path) -> dict:
+    """An ``apply`` output, checked: before/after each with a finite cost and a list of
+    telemetry objects (numbers or null), and a boolean verdict."""
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise calibrate.CalibrationError(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, RecursionError) as e:
+        raise calibrate.CalibrationError(f"{path}: not an apply result (not JSON: "
+                                         f"{type(e).__name__})") from None
+
+    def bad(why: str):
+        return calibrate.CalibrationError(f"{path}: not an apply result ({why})")
+
+    if not isinstance(res, dict) or not isinstance(res.get("confirmed"), bool):
+        raise bad("no boolean 'confirmed'")
+    for key in ("before", "after"):
+        part = res.get(key)
+        if not isinstance(part, dict) or not isinstance(part.get("telemetry"), list):
+            raise bad(f"{key!r} must be an object with a telemetry list")
+        validate.number(f"{key}.cost", part.get("cost"), error=bad)
+        for i, r in enumerate(part["telemetry"]):
+            if not isinstance(r, dict) or not all(
+                    v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                    for v in r.values()):
+                raise bad(f"{key}.telemetry[{i}] must be an object of numbers")
+    return res
+
+
+def write_report(telemetry: Path, strategy: Path, apply_result: Path | None, out: Path,
+                 on_skip=None) -> Path:
+    """Write ``out/report.md``, ``out/report.html`` and the PNGs; returns the markdown path.
+    Every input is checked before anything is written; ``on_skip(message)`` hears about
+    malformed telemetry lines (skipped)."""
+    strat = calibrate.load_strategy(strategy)
+    records = calibrate.load_records(telemetry, on_skip=on_skip)
+    res = load_apply_result(apply_result) if apply_result is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    strat = json.loads(strategy.read_text())
-    records = calibrate.load_records(telemetry)
     w = fitness.Weights(**strat["weights"])
     model, X, centres, labels, bins, edges = calibrate.build_model(
         records, len(strat["clusters"]), len(strat["bin_edges"]["latency_ms"]) - 1, w,
@@ -117,8 +151,7 @@ def write_report(telemetry: Path, strategy: Path, apply_result: Path | None, out
     lines += ["", f"![clusters]({imgs['clusters']})", "", "## K bins", "",
               f"![bins]({imgs['bins']})", "", "## Fitness per generation", "",
               f"![fitness]({imgs['fitness']})", ""]
-    if apply_result is not None:
-        res = json.loads(apply_result.read_text())
+    if res is not None:
         imgs["before_after"] = plot_before_after(res, out / "before_after.png")
         verdict = "confirmed" if res["confirmed"] else "reverted"
         lines += ["## Before / after apply (measured live)", "",

@@ -37,7 +37,7 @@ def _simulate(state: os.PathLike, out: os.PathLike, stop: threading.Event) -> No
             m = model.predict(p, COND)
             t += 1.0
             rec = Telemetry(t=t, latency_ms=m["latency_ms"] * rng.uniform(0.95, 1.05),
-                            loss_pct=100 * m["lost"] * rng.uniform(0.8, 1.2),
+                            loss_pct=min(100.0, 100 * m["lost"] * rng.uniform(0.8, 1.2)),
                             jitter_ms=COND.jitter_ms * rng.uniform(0.9, 1.1),
                             bandwidth_util=min(1.5, p.bitrate_kbps / (p.share * 150)),
                             snr_db=25.0, late=round(50 * m["late"] * rng.uniform(0.8, 1.2)),
@@ -91,4 +91,5 @@ def test_tune_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     r = CliRunner().invoke(cli, ["tune", str(bad)])
-    assert r.exit_code == 1 and r.output.startswith("Error:") and "bad.jsonl:1" in r.output
+    assert r.exit_code == 1 and r.output.startswith("Error:") and "bad.jsonl" in r.output
+    assert "line 1 (not JSON" in r.output  # (issue 18: bad lines are skipped and named)

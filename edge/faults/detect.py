@@ -33,9 +33,11 @@ from edge.model import (
     TensorCodec,
     backend_name,
     load_interpreter,
+    native_log_filtered,
     read_metadata_json,
     sha256_file,
 )
+from edge.validate import one_line
 
 FORMAT = "hushlink-fault-model"
 
@@ -95,10 +97,11 @@ class TFLiteFaultModel:
         cls = load_interpreter()
         self.backend = backend_name(cls)
         try:
-            self._it = cls(model_path=str(p), num_threads=num_threads)
-            self._it.allocate_tensors()
+            with native_log_filtered():  # no XNNPACK "INFO:" line before our output
+                self._it = cls(model_path=str(p), num_threads=num_threads)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{p}: the interpreter cannot load it ({e})") from None
+            raise ModelError(f"{p}: the interpreter cannot load it ({one_line(e)})") from None
         ins = {d["name"]: d for d in self._it.get_input_details()}
         outs = {d["name"]: d for d in self._it.get_output_details()}
         try:

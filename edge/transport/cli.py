@@ -10,7 +10,9 @@ import time
 
 import click
 
+from edge.cliutil import Number, param_type
 from edge.errors import HushlinkError
+from edge.params import PROTOCOLS
 
 
 def _params(bitrate, buffer, share, fec, loss_hint, protocol):
@@ -35,16 +37,16 @@ def _print(summary: dict, as_json: bool) -> None:
 
 
 _common = [
-    click.option("--bitrate", default=64, show_default=True, type=int,
+    click.option("--bitrate", default=64, show_default=True, type=param_type("bitrate_kbps"),
                  help="Stream bitrate on the wire, kbit/s (50-200); Opus gets it minus the "
                       "RTP headers."),
-    click.option("--buffer", default=200, show_default=True, type=int,
+    click.option("--buffer", default=200, show_default=True, type=param_type("buffer_ms"),
                  help="Receiver jitter buffer bound, ms (100-500)."),
-    click.option("--share", default=1.0, show_default=True, type=float,
+    click.option("--share", default=1.0, show_default=True, type=param_type("share"),
                  help="Share of the link capacity allocated to this stream, (0, 1]."),
     click.option("--fec/--no-fec", default=True, show_default=True,
                  help="Opus in-band forward error correction."),
-    click.option("--loss-hint", default=5, show_default=True, type=int,
+    click.option("--loss-hint", default=5, show_default=True, type=param_type("loss_hint_pct"),
                  help="Opus expected packet loss, %% (raised to the measured loss)."),
     click.option("--telemetry", "telemetry_path", type=click.Path(dir_okay=False),
                  help="Append the per-second link telemetry here (JSON lines)."),
@@ -62,7 +64,7 @@ def common(f):
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--to", "url", required=True, metavar="URL",
               help="udp://HOST:PORT or tcp://HOST:PORT")
-@click.option("--capacity", type=float, default=None,
+@click.option("--capacity", type=Number(float, lo=0.0, lo_open=True), default=None,
               help="Link capacity, kbit/s; the stream gets min(bitrate, share x capacity).")
 @common
 def send_cmd(path, url, capacity, bitrate, buffer, share, fec, loss_hint, telemetry_path,
@@ -97,11 +99,11 @@ def send_cmd(path, url, capacity, bitrate, buffer, share, fec, loss_hint, teleme
 
 @click.command("receive")
 @click.option("--listen", required=True, metavar="ADDR:PORT", help="Where to listen.")
-@click.option("--protocol", type=click.Choice(["udp", "tcp"]), default="udp",
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default="udp",
               show_default=True)
 @click.option("--play", is_flag=True, help="Play on the default output device.")
 @click.option("--record", type=click.Path(dir_okay=False), help="Write the received audio.")
-@click.option("--duration", type=float, default=None,
+@click.option("--duration", type=Number(float, lo=0.0, lo_open=True), default=None,
               help="Stop after this many seconds (default: when the sender says BYE).")
 @click.option("--peer", metavar="ADDR:PORT", default=None,
               help="Take the stream only from this address (port 0: any port); default: "
