@@ -113,13 +113,13 @@ def start_stream(dev, wait_s: float = 10.0) -> dict:
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
         time.sleep(0.25)
+        st = stream_status(dev)
+        if st is not None and not st["running"]:
+            raise CalibrationIOError("the stream command exited (see serve's log)")
         live = [t.to_dict() for t in dev.telemetry(window=1e9, since=since)]
         live = [r for r in live if is_live(r)]
         if live:
             return live[0]
-        st = stream_status(dev)
-        if st is not None and not st["running"]:
-            raise CalibrationIOError("the stream command exited (see serve's log)")
     if wait_s > 0:
         raise CalibrationIOError(f"the stream runs, but no packets were reported in {wait_s:g} "
                                  "s: is the receiver running and reachable?")

@@ -77,6 +77,7 @@ class Receiver:
                            bye=0, decode_errors=0, connections=0, disconnects=0,
                            back_errors=0, duplicates_net=0, param_changes=0)
         self.param_log: list[dict] = []  # parameter changes signalled by the sender
+        self._announced: dict | None = None  # the sender's last announcement (APP_PARAMS)
         self._sel = selectors.DefaultSelector()
         self._kernel_ts = False
         self._socks: list[socket.socket] = []
@@ -266,11 +267,15 @@ class Receiver:
     def _on_params(self, body: dict) -> None:
         """The sender's announced parameters: take the ones the receiver uses, so a tuned
         buffer bound reaches it without a side channel; each change is logged."""
+        announced = {k: body[k] for k in RECEIVER_PARAMS if k in body}
+        if announced == self._announced:  # a repeat: a local update() since then stands
+            return
         try:
-            want = self.params.replace(**{k: body[k] for k in RECEIVER_PARAMS if k in body})
+            want = self.params.replace(**announced)
         except (ParamsError, TypeError):
             self.counts["malformed"] += 1
             return
+        self._announced = announced
         if want == self.params:
             return
         change = {k: [getattr(self.params, k), getattr(want, k)] for k in RECEIVER_PARAMS
