@@ -399,7 +399,8 @@ def apply_cmd(port, strategy, baud, seconds, settle, trial, keep_worse, referenc
 def _link_line(m: dict) -> str:
     link = m["link"]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    pesq = f", PESQ-WB {m['pesq_wb']:.2f}" if "pesq_wb" in m else ""
+    pesq = (f", PESQ-WB {m['pesq_wb']:.2f} (best of {len(m['pesq_wb_stretches'])} stretches, "
+            f"median {m['pesq_wb_median']:.2f})" if "pesq_wb" in m else "")
     return (f"latency {fmt(link['latency_ms'], '.1f')} ms, loss {fmt(link['loss_pct'], '.2f')} %, "
             f"bitrate {fmt(link['bitrate_kbps'], '.1f')} kbps, playout delay "
             f"{fmt(link['delay_ms'], '.0f')} ms (bound {fmt(link['buffer_ms'], '.0f')}){pesq}; "
