@@ -60,7 +60,7 @@ def test_announcements_from_another_stream_or_out_of_range_are_ignored():
 
     rx = Receiver("127.0.0.1:0", TransportParams())
     try:
-        rx.ssrc = 7
+        rx.tracker.key = (7, None)  # locked to SSRC 7 (on TCP: no source address)
         rx._on_rtcp(rtp.pack_app(rtp.APP_PARAMS, 8, {"buffer_ms": 400}))  # not our sender
         rx._on_rtcp(rtp.pack_app(rtp.APP_PARAMS, 7, {"buffer_ms": 9000}))  # out of range
         rx._on_rtcp(rtp.pack_app(rtp.APP_PARAMS, 7, {"buffer_ms": "x"}))
