@@ -127,6 +127,7 @@ def test_calibration_from_the_command_line(shared_data, tmp_path):
         time.sleep(0.5)
         idle = host("collect", dev["port"], "--duration", "1", "-o", str(tmp_path / "x"))
         status = host("stream", "status", dev["port"], "--json")
+        rx_alive = dev["rx"].proc.poll() is None  # a stopped stream does not end `receive`
         agent_log = dev["agent"].log.read_text()
     rx_log = dev["rx"].log.read_text()
     a, s = res["apply"], res["strategy"]
@@ -155,4 +156,4 @@ def test_calibration_from_the_command_line(shared_data, tmp_path):
     assert "new stream" not in rx_log
     # a stopped stream is refused, not measured
     assert idle.returncode == 1 and "stream is not running" in idle.stderr, idle.stderr
-    assert json.loads(status.stdout)["running"] is False
+    assert json.loads(status.stdout)["running"] is False and rx_alive

@@ -5,6 +5,7 @@ starts and stops the device's stream, and `collect` refuses seconds in which no 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -219,3 +220,28 @@ def test_pesq_of_a_looped_reference(shared_data):
     assert linkcheck.pesq_wb(ref, deg) > 4.0
     with pytest.raises(linkcheck.LinkCheckError, match="tap holds"):
         linkcheck.pesq_wb(ref, np.zeros(16_000, np.float32))
+
+
+def test_a_stopped_sender_says_no_bye():
+    """SIGTERM (the agent's stream stop or restart) must not end the far end's `receive`."""
+    import socket
+
+    from edge.transport import rtp
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.3)
+    got = []
+    try:
+        for bye in (False, True):
+            tx = Sender(f"udp://127.0.0.1:{sock.getsockname()[1]}", TransportParams())
+            tx.write(np.zeros(640, np.float32))
+            tx.close(bye=bye)
+            pts = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    pts.append(sock.recv(2000)[1])
+            got.append(pts.count(rtp.RTCP_BYE))
+    finally:
+        sock.close()
+    assert got == [0, 5]

@@ -120,7 +120,7 @@ def send_cmd(path, url, capacity, loop, params_file, bitrate, buffer, share, fec
         pass
     finally:
         signal.signal(signal.SIGTERM, old)
-        sender.close()
+        sender.close(bye=not stop.is_set())  # SIGTERM: the agent stops or restarts the stream
         log.close()
     last = log.window(5)
     _print({"sent_s": round(sent, 3), **sender.stats(),

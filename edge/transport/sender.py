@@ -241,23 +241,25 @@ class Sender:
                 self._enc.configure(self._enc.bitrate_bps, p.fec, min(want, 100))
 
     # end ---------------------------------------------------------------------------
-    def close(self) -> None:
-        """Flush the last partial frame (zero padded), say BYE, close the socket."""
+    def close(self, bye: bool = True) -> None:
+        """Flush the last partial frame (zero padded), say BYE, close the socket. Without
+        ``bye`` the stream just stops (its receiver keeps waiting: a stopped or restarted
+        device stream must not end a `receive` that outlives it)."""
         if self._closed.is_set():
             return
         if len(self._pending):
             self.write(np.zeros(FRAME - len(self._pending), np.float32))
         with self._lock:
             last = (self.seq - 1) & 0xFFFF
-            bye = rtp.pack_app(rtp.APP_BYE, self.ssrc, {"first": self.first_seq, "last": last,
+            pkt = rtp.pack_app(rtp.APP_BYE, self.ssrc, {"first": self.first_seq, "last": last,
                                                         "packets": self.packets,
                                                         "sent": (self.seq - self.first_seq)
                                                         & 0xFFFF},
                                pt=rtp.RTCP_BYE)
-            for _ in range(BYE_REPEATS):
+            for _ in range(BYE_REPEATS if bye else 0):
                 if self._link is not None:
                     try:
-                        self._link.send(bye)
+                        self._link.send(pkt)
                     except OSError:
                         break
                 time.sleep(0.005)
