@@ -291,6 +291,11 @@ class Agent:
     def _switch(self, active: TransportParams, previous: TransportParams | None,
                 deadline: float | None) -> None:
         changed = active != self.active
+        if changed:  # the device's side of the calibration log
+            self.log("parameters: " + ", ".join(
+                f"{k} {a} -> {b}" for (k, a), b in zip(self.active.to_dict().items(),
+                                                       active.to_dict().values(), strict=True)
+                if a != b))
         self.active, self.previous, self.trial_deadline = active, previous, deadline
         if changed:  # a failing listener must not stop the others, nor the agent
             for fn in self.param_listeners:
@@ -587,6 +592,15 @@ def _start_stream(agent: Agent, args: dict) -> dict:
                             "(serve --stream-cmd)")
     agent.stream.start(agent.active)
     return {"running": agent.stream.running}
+
+
+@handler("stream_status")
+def _stream_status(agent: Agent, args: dict) -> dict:
+    """Whether a stream is configured and running (so the host can refuse to measure an
+    idle link)."""
+    return {"configured": agent.stream is not None,
+            "running": bool(agent.stream is not None and agent.stream.running),
+            "params": agent.active.to_dict()}
 
 
 @handler("stop_stream")

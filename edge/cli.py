@@ -42,7 +42,8 @@ cli.add_command(transport_cli.receive_cmd)
 @click.option("--fault-events", "events_path", type=click.Path(dir_okay=False),
               help="JSON-lines fault-event log of `edge-denoise live --fix-faults` (get_events).")
 @click.option("--stream-cmd", help="Command run by start_stream; {bitrate_kbps}, {protocol}, "
-              "{buffer_ms}, {share}, {fec}, {loss_hint_pct} are replaced.")
+              "{buffer_ms}, {share}, {fec}, {loss_hint_pct} are replaced; with "
+              "{params_file} it follows parameter changes itself (else it is restarted).")
 @click.option("--plugin", "plugins", multiple=True, help="Extra handler module to import.")
 @click.option("--pace", is_flag=True, help="Pace writes at the baud rate (ptys ignore it).")
 def serve(port, baud, state_dir, profile, telemetry_path, events_path, stream_cmd, plugins,
@@ -50,13 +51,14 @@ def serve(port, baud, state_dir, profile, telemetry_path, events_path, stream_cm
     """Answer the host over the serial control link (until Ctrl-C)."""
     import signal
 
-    from edge.agent import Agent, CommandStream, FileTelemetry
+    from edge.agent import Agent, FileTelemetry
+    from edge.paramfollow import stream_for
     from edge.profile import DeviceProfile
 
     DeviceProfile.by_name(profile)  # a bad profile is an error now, not on the host's hello
     agent = Agent(port, baud, state_dir=state_dir, profile=profile,
                   telemetry=FileTelemetry(telemetry_path) if telemetry_path else None,
-                  stream=CommandStream(stream_cmd) if stream_cmd else None,
+                  stream=stream_for(stream_cmd, state_dir),
                   plugins=tuple(plugins), pace=pace,
                   events=FileTelemetry(events_path, parse=dict) if events_path else None)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())

@@ -103,6 +103,8 @@ class Telemetry:
     late: int = 0  # packets that arrived after their playout time
     concealed: int = 0  # packets replaced by FEC or PLC
     bitrate_kbps: float = 0.0  # measured on the wire
+    buffer_ms: float = 0.0  # the receiver's jitter-buffer bound in effect (0: not reported)
+    delay_ms: float = 0.0  # the receiver's playout delay at the end of the interval (0: n/a)
 
     MONITORED = ("latency_ms", "loss_pct", "jitter_ms", "bandwidth_util", "snr_db")
     # What a measurement can be (type, lo, hi): a record outside is corrupt, not a bad link.

@@ -84,6 +84,50 @@ class CalibrationIOError(HushlinkError):
     pass
 
 
+def stream_status(dev) -> dict | None:
+    """The device's stream state, or None from an agent that predates ``stream_status``."""
+    from host.link import RemoteError
+
+    try:
+        return dev.call("stream_status")
+    except RemoteError as e:
+        if e.code == "unknown_method":
+            return None
+        raise
+
+
+def require_stream(dev) -> None:
+    """Refuse to measure a link on which the device's own stream is stopped."""
+    st = stream_status(dev)
+    if st is not None and st["configured"] and not st["running"]:
+        raise CalibrationIOError("the device's stream is not running: start it with "
+                                 "`host-calibrate stream start PORT`")
+
+
+def start_stream(dev, wait_s: float = 10.0) -> dict:
+    """Start the device's stream; with ``wait_s`` > 0 wait until its telemetry shows packets
+    arriving. Returns the first live telemetry record (or {} without waiting)."""
+    from host.linkcheck import is_live
+
+    since = newest_t(dev) if wait_s > 0 else 0.0
+    if not dev.start_stream().get("running"):
+        raise CalibrationIOError("the stream command exited at once (see serve's log)")
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end:
+        time.sleep(0.25)
+        st = stream_status(dev)
+        if st is not None and not st["running"]:
+            raise CalibrationIOError("the stream command exited (see serve's log)")
+        live = [t.to_dict() for t in dev.telemetry(window=1e9, since=since)]
+        live = [r for r in live if is_live(r)]
+        if live:
+            return live[0]
+    if wait_s > 0:
+        raise CalibrationIOError(f"the stream runs, but no packets were reported in {wait_s:g} "
+                                 "s: is the receiver running and reachable?")
+    return {}
+
+
 def measure(dev, seconds: float, tick=None) -> tuple[list[dict], dict]:
     """Telemetry records that arrive during the next ``seconds``, and the params active."""
     since = newest_t(dev)
@@ -123,58 +167,83 @@ def collect(dev, duration: float, *, sweep: int = 0, settle: float = 2.0, seed: 
     """Pull telemetry for ``duration`` s; with ``sweep`` = N, N parameter sets in turn (each
     on trial, so the device reverts by itself if the host vanishes), then the original set
     restored. Returns ``{"telemetry": ..., "params": ...}`` lines."""
+    from host.linkcheck import is_live
+
     out: list[dict] = []
+    skipped = [0]
+
+    def take(recs, params):  # seconds without packets are no measurement: drop them
+        require_stream(dev)
+        live = [r for r in recs if is_live(r)]
+        skipped[0] += len(recs) - len(live)
+        if not live:
+            raise CalibrationIOError(f"no packets arrived while measuring {params}: is the "
+                                     "stream running (`host-calibrate stream start PORT`)?")
+        return [{"telemetry": r, "params": params} for r in live]
+
+    require_stream(dev)
     if sweep <= 1:
-        recs, params = measure(dev, duration, progress)
-        return [{"telemetry": r, "params": params} for r in recs]
-    original = dev.get_params()["active"]
-    dwell = duration / sweep
-    try:
-        for cand in sweep_candidates(sweep, original, seed, pins):
-            dev.set_params(cand)
-            dev.apply(timeout_s=dwell + settle + 30)
-            time.sleep(min(settle, dwell / 2))
-            recs, params = measure(dev, max(dwell - settle, dwell / 2), progress)
-            out += [{"telemetry": r, "params": params} for r in recs]
-    finally:
-        dev.set_params(original)
-        dev.apply(timeout_s=0)
+        out = take(*measure(dev, duration, progress))
+    else:
+        original = dev.get_params()["active"]
+        dwell = duration / sweep
+        try:
+            for cand in sweep_candidates(sweep, original, seed, pins):
+                dev.set_params(cand)
+                dev.apply(timeout_s=dwell + settle + 30)
+                time.sleep(min(settle, dwell / 2))
+                out += take(*measure(dev, max(dwell - settle, dwell / 2), progress))
+        finally:
+            dev.set_params(original)
+            dev.apply(timeout_s=0)
+    if skipped[0]:
+        err_console.print(f"collect: skipped {skipped[0]} second(s) without packets")
+    return out
+
+
+def measure_link(dev, seconds: float, weights, tick=None, probe=None) -> dict:
+    """The real link over the next ``seconds``: live telemetry, its means, C measured from
+    it, and (with ``probe``) PESQ-WB of the reference clip as the receiver played it."""
+    from host.fitness import measured_cost
+    from host.linkcheck import is_live, summarize
+
+    recs, params = measure(dev, seconds, tick)
+    live = [r for r in recs if is_live(r)]
+    if not live:
+        raise CalibrationIOError(f"no packets arrived in {seconds:g} s: is the stream running "
+                                 "(`host-calibrate stream start PORT`)?")
+    out = {"params": params, "cost": measured_cost(live, params, weights), "telemetry": live,
+           "link": summarize(recs)}
+    if probe is not None:
+        out.update(probe(seconds))
     return out
 
 
 def apply_strategy(dev, params: dict, weights, *, seconds: float = 10.0, settle: float = 2.0,
-                   trial_s: float = 120.0, keep_worse: bool = False, tick=None) -> dict:
-    """Measure C live with the current params, push ``params`` on trial, measure again, and
-    confirm when C did not get worse (else revert)."""
-    from host.fitness import measured_cost
-
-    before, before_params = measure(dev, seconds, tick)
-    if not before:
-        raise CalibrationIOError(f"no telemetry arrived in {seconds:g} s: is the stream running?")
+                   trial_s: float = 120.0, keep_worse: bool = False, tick=None, probe=None,
+                   pesq_tolerance: float = 0.1) -> dict:
+    """Measure the real link with the current params, push ``params`` on trial, measure it
+    again, and confirm when the measured C did not get worse and (with ``probe``) PESQ-WB did
+    not drop by more than ``pesq_tolerance``; else revert."""
+    require_stream(dev)
+    before = measure_link(dev, seconds, weights, tick, probe)
     dev.set_params(params)
     dev.apply(timeout_s=trial_s)
     try:
         time.sleep(settle)
-        after, after_params = measure(dev, seconds, tick)
-        if not after:
-            raise CalibrationIOError("no telemetry arrived after apply")
+        require_stream(dev)
+        after = measure_link(dev, seconds, weights, tick, probe)
     except BaseException:
         dev.revert()
         raise
-    try:
-        c0 = measured_cost(before, before_params, weights)
-        c1 = measured_cost(after, after_params, weights)
-    except ValueError as e:
-        dev.revert()
-        raise CalibrationIOError(f"cannot verify the strategy: {e}") from None
-    better = c1 <= c0
+    better = after["cost"] <= before["cost"] and (
+        "pesq_wb" not in after or after["pesq_wb"] >= before["pesq_wb"] - pesq_tolerance)
     if better or keep_worse:
         dev.confirm()
     else:
         dev.revert()
-    return {"before": {"params": before_params, "cost": c0, "telemetry": before},
-            "after": {"params": after_params, "cost": c1, "telemetry": after},
-            "confirmed": better or keep_worse, "weights": weights.to_dict()}
+    return {"before": before, "after": after, "confirmed": better or keep_worse,
+            "weights": weights.to_dict()}
 
 
 # ---------------------------------------------------------------- commands
@@ -214,7 +283,7 @@ def collect_cmd(port, baud, duration, out, sweep, settle, seed, pins) -> None:
                             duration, time.monotonic() - t0)))
     if not lines:
         raise CalibrationIOError(f"no telemetry arrived in {duration:g} s: is the stream "
-                                 "running on the device?")
+                                 "running (`host-calibrate stream start PORT`)?")
     _atomic_text(Path(out), "".join(json.dumps(x) + "\n" for x in lines))
     click.echo(f"{len(lines)} records, {len({json.dumps(x['params']) for x in lines})} "
                f"parameter set(s) -> {out}")
@@ -300,28 +369,104 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
               show_default=True,
               help="The device reverts by itself unless confirmed within this many seconds.")
 @click.option("--keep-worse", is_flag=True, help="Confirm even if the live C got worse.")
+@click.option("--reference", type=click.Path(dir_okay=False, exists=True),
+              help="The clip the device streams in a loop: score the received audio (PESQ-WB).")
+@click.option("--tap", type=click.Path(dir_okay=False),
+              help="The receiver's audio tap (`edge-denoise receive --tap FILE`).")
+@click.option("--pesq-tolerance", type=Number(float, 0.0, 4.5), default=0.1, show_default=True,
+              help="Revert when PESQ-WB drops by more than this.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="apply.json",
               show_default=True, help="Before/after measurements (for `report`).")
-def apply_cmd(port, strategy, baud, seconds, settle, trial, keep_worse, out) -> None:
-    """Push a strategy to the device, verify it live, confirm or revert."""
+def apply_cmd(port, strategy, baud, seconds, settle, trial, keep_worse, reference, tap,
+              pesq_tolerance, out) -> None:
+    """Push a strategy, measure the real link before and after, confirm or revert."""
     from host.calibrate import load_strategy
     from host.fitness import Weights
     from host.link import connect
+    from host.linkcheck import AudioProbe
 
+    if bool(reference) != bool(tap):
+        raise click.UsageError("--reference and --tap go together")
     strat = load_strategy(strategy, full=False)
     params = TransportParams.from_dict(strat["params"]).to_dict()
     weights = Weights(**strat["weights"])
+    probe = AudioProbe(reference, tap) if reference else None
     with connect(port, baud) as dev, _progress() as prog:
         task = prog.add_task("measuring before/after", total=2 * seconds + settle)
         t0 = time.monotonic()
         res = apply_strategy(dev, params, weights, seconds=seconds, settle=settle, trial_s=trial,
-                             keep_worse=keep_worse, tick=lambda: prog.update(
-                                 task, completed=time.monotonic() - t0))
+                             keep_worse=keep_worse, probe=probe, pesq_tolerance=pesq_tolerance,
+                             tick=lambda: prog.update(task, completed=time.monotonic() - t0))
     res["strategy"] = params
     _atomic_text(Path(out), json.dumps(res) + "\n")
-    verdict = "confirmed" if res["confirmed"] else "reverted (live C got worse)"
-    click.echo(f"live C before {res['before']['cost']:.4f}, after {res['after']['cost']:.4f}: "
-               f"{verdict} -> {out}")
+    for key in ("before", "after"):
+        m = res[key]
+        click.echo(f"{key:6s} {_link_line(m)}")
+    verdict = "confirmed" if res["confirmed"] else "reverted (the measured link got worse)"
+    click.echo(f"{verdict} -> {out}")
+
+
+def _link_line(m: dict) -> str:
+    link = m["link"]
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    pesq = (f", PESQ-WB {m['pesq_wb']:.2f} (best of {len(m['pesq_wb_stretches'])} stretches, "
+            f"median {m['pesq_wb_median']:.2f})" if "pesq_wb" in m else "")
+    return (f"latency {fmt(link['latency_ms'], '.1f')} ms, loss {fmt(link['loss_pct'], '.2f')} %, "
+            f"bitrate {fmt(link['bitrate_kbps'], '.1f')} kbps, playout delay "
+            f"{fmt(link['delay_ms'], '.0f')} ms (bound {fmt(link['buffer_ms'], '.0f')}){pesq}; "
+            f"measured C {m['cost']:.4f}")
+
+
+@click.group("stream")
+def stream_group() -> None:
+    """Start, stop or show the device's audio stream (`serve --stream-cmd`)."""
+
+
+@stream_group.command("start")
+@PORT
+@BAUD
+@click.option("--wait", type=SECONDS, default=10.0, show_default=True,
+              help="Seconds to wait until the telemetry shows packets arriving (0: no wait).")
+def stream_start_cmd(port, baud, wait) -> None:
+    """Start the device's stream and wait until packets arrive."""
+    from host.link import connect
+
+    with connect(port, baud) as dev:
+        first = start_stream(dev, wait)
+    click.echo("stream running" + (f": latency {first['latency_ms']:.1f} ms, "
+                                   f"{first['bitrate_kbps']:.1f} kbps" if first else ""))
+
+
+@stream_group.command("stop")
+@PORT
+@BAUD
+def stream_stop_cmd(port, baud) -> None:
+    """Stop the device's stream."""
+    from host.link import connect
+
+    with connect(port, baud) as dev:
+        dev.stop_stream()
+    click.echo("stream stopped")
+
+
+@stream_group.command("status")
+@PORT
+@BAUD
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def stream_status_cmd(port, baud, as_json) -> None:
+    """Show whether the device's stream runs, and its active parameters."""
+    from host.link import connect
+
+    with connect(port, baud) as dev:
+        st = stream_status(dev)
+    if st is None:
+        raise CalibrationIOError("the device's agent does not report its stream (update it)")
+    if as_json:
+        click.echo(json.dumps(st))
+    else:
+        state = "running" if st["running"] else "stopped"
+        click.echo(f"stream {state if st['configured'] else 'not configured'}; "
+                   f"params {st['params']}")
 
 
 @click.command("report")

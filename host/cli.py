@@ -20,6 +20,7 @@ cli.add_command(calibrate_cli.collect_cmd)
 cli.add_command(calibrate_cli.tune_cmd)
 cli.add_command(calibrate_cli.apply_cmd)
 cli.add_command(calibrate_cli.report_cmd)
+cli.add_command(calibrate_cli.stream_group)
 
 
 cli.add_command(emulate.emulate_cmd)

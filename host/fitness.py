@@ -59,8 +59,11 @@ def cost(q: float, latency_ms: float, buffer_ms: float, bitrate_kbps: float,
 
 
 def measured_cost(records: list[dict], params: dict, w: Weights = Weights()) -> float:
-    """C from live telemetry (``Telemetry.to_dict()`` records) under ``params``
-    (``TransportParams.to_dict()``): means over the records; impaired = loss + late packets."""
+    """C from live telemetry (``Telemetry.to_dict()`` records): means over the records;
+    impaired = loss + late packets. Bitrate and buffer are what the receiver measured (its
+    bitrate on the wire, its playout delay) when it reports them; ``params``
+    (``TransportParams.to_dict()``) stand in only for records that do not, so C cannot improve
+    by a parameter that never reached the receiver."""
     keys = ("latency_ms", "loss_pct", "snr_db")
     records = [r for r in records if all(r.get(k) is not None and r[k] == r[k] for k in keys)]
     if not records:  # (an interval without packets reports null or NaN latency)
@@ -70,5 +73,7 @@ def measured_cost(records: list[dict], params: dict, w: Weights = Weights()) -> 
     late = sum(r.get("late", 0) for r in records) / n / PACKETS_PER_S
     lat = sum(r["latency_ms"] for r in records) / n
     snr = sum(r["snr_db"] for r in records) / n
-    q = quality(params["bitrate_kbps"], loss + late, snr)
-    return cost(q, lat, params["buffer_ms"], params["bitrate_kbps"], w)
+    rate = sum(r.get("bitrate_kbps") or params["bitrate_kbps"] for r in records) / n
+    buf = sum(r.get("delay_ms") or params["buffer_ms"] for r in records) / n
+    q = quality(rate, loss + late, snr)
+    return cost(q, lat, buf, rate, w)

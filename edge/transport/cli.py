@@ -66,35 +66,72 @@ def common(f):
               help="udp://HOST:PORT or tcp://HOST:PORT")
 @click.option("--capacity", type=Number(float, lo=0.0, lo_open=True), default=None,
               help="Link capacity, kbit/s; the stream gets min(bitrate, share x capacity).")
+@click.option("--loop", is_flag=True, help="Repeat the file until stopped (SIGTERM, Ctrl-C).")
+@click.option("--params-file", type=click.Path(dir_okay=False),
+              help="Follow the active parameters in this file (the agent's params.json, "
+                   "serve's {params_file}): applied between two packets, logged.")
 @common
-def send_cmd(path, url, capacity, bitrate, buffer, share, fec, loss_hint, telemetry_path,
-             as_json) -> None:
+def send_cmd(path, url, capacity, loop, params_file, bitrate, buffer, share, fec, loss_hint,
+             telemetry_path, as_json) -> None:
     """Stream an audio file over RTP/Opus (UDP or TCP), paced in real time."""
+    from contextlib import nullcontext
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edge.audio import load_audio
     from edge.cliutil import err_console
+    from edge.paramfollow import ParamsFile, describe_change
     from edge.transport.links import parse_url
     from edge.transport.sender import Sender, send_file
 
     proto = parse_url(url)[0]
     params = _params(bitrate, buffer, share, fec, loss_hint, proto)
+    follow = ParamsFile(params_file) if params_file else None
+    if follow is not None:
+        params = follow.poll() or params
     clip = load_audio(path)
     log = _telemetry(telemetry_path)
     sender = Sender(url, params, telemetry=log, capacity_kbps=capacity)
+    stop = threading.Event()
+    old = signal.signal(signal.SIGTERM, lambda *a: stop.set())
+
+    def on_frame(k, t_ns):
+        if stop.is_set():
+            raise _Stopped
+        new = follow.poll() if follow is not None and k % 10 == 0 else None
+        if new is not None and new != sender.params:
+            err_console.print(f"send: parameters: {describe_change(sender.params, new)}",
+                              highlight=False)
+            sender.update(new)
+
+    sent = 0.0
     try:
-        with Progress(TextColumn("sending"), BarColumn(), TimeRemainingColumn(),
-                      console=err_console, transient=True) as bar:
-            task = bar.add_task("send", total=clip.seconds)
-            send_file(clip.samples, sender,
-                      progress=lambda k, n: bar.update(task, completed=k * 0.02))
+        bar = (nullcontext() if loop else
+               Progress(TextColumn("sending"), BarColumn(), TimeRemainingColumn(),
+                        console=err_console, transient=True))
+        with bar as prog:  # no progress bar when looping (no end to show)
+            task = prog.add_task("send", total=clip.seconds) if prog is not None else None
+            while not stop.is_set():
+                send_file(clip.samples, sender, on_frame=on_frame,
+                          progress=(lambda k, n: prog.update(task, completed=k * 0.02))
+                          if prog is not None else None)
+                sent += clip.seconds
+                if not loop:
+                    break
+    except (_Stopped, KeyboardInterrupt):
+        pass
     finally:
-        sender.close()
+        signal.signal(signal.SIGTERM, old)
+        sender.close(bye=not stop.is_set())  # SIGTERM: the agent stops or restarts the stream
         log.close()
     last = log.window(5)
-    _print({"sent_s": round(clip.seconds, 3), **sender.stats(),
+    _print({"sent_s": round(sent, 3), **sender.stats(),
             "telemetry_records": len(log),
             "last_loss_pct": round(last[-1].loss_pct, 2) if last else None}, as_json)
+
+
+class _Stopped(Exception):
+    """SIGTERM while sending: finish with a BYE."""
 
 
 @click.command("receive")
@@ -108,8 +145,11 @@ def send_cmd(path, url, capacity, bitrate, buffer, share, fec, loss_hint, teleme
 @click.option("--peer", metavar="ADDR:PORT", default=None,
               help="Take the stream only from this address (port 0: any port); default: "
                    "the first source that sends a valid stream.")
+@click.option("--tap", type=click.Path(dir_okay=False),
+              help="Append the played audio here as it plays (raw float32, 16 kHz mono), "
+                   "for `host-calibrate apply --tap` to score.")
 @common
-def receive_cmd(listen, protocol, play, record, duration, peer, bitrate, buffer, share, fec,
+def receive_cmd(listen, protocol, play, record, duration, peer, tap, bitrate, buffer, share, fec,
                 loss_hint, telemetry_path, as_json) -> None:
     """Receive an RTP/Opus stream through the jitter buffer."""
     from pathlib import Path
@@ -125,7 +165,11 @@ def receive_cmd(listen, protocol, play, record, duration, peer, bitrate, buffer,
     params = _params(bitrate, buffer, share, fec, loss_hint, protocol)
     player = _Player() if play else None
     log = _telemetry(telemetry_path)
-    rx = Receiver(listen, params, on_audio=player.write if player else None,
+    tap_fh = _open_tap(tap) if tap else None
+    outs = [f for f in (player.write if player else None,
+                        (lambda y: tap_fh.write(y.astype("<f4").tobytes())) if tap_fh else None)
+            if f is not None]
+    rx = Receiver(listen, params, on_audio=(lambda y: [f(y) for f in outs]) if outs else None,
                   keep_audio=bool(record), telemetry=log, peer=peer)
     err_console.print(f"listening on {protocol}://{rx.addr[0]}:{rx.port}")
     stop = threading.Event()
@@ -142,6 +186,8 @@ def receive_cmd(listen, protocol, play, record, duration, peer, bitrate, buffer,
         log.close()
         if player:
             player.close()
+        if tap_fh:
+            tap_fh.close()
     summary = rx.summary()
     if player:
         summary["play_underruns"] = player.underruns
@@ -152,6 +198,13 @@ def receive_cmd(listen, protocol, play, record, duration, peer, bitrate, buffer,
         save_audio(record, audio)
         summary["record"] = record
     _print(summary, as_json)
+
+
+def _open_tap(path):
+    try:
+        return open(path, "wb", buffering=0)  # noqa: SIM115  (unbuffered: read while it grows)
+    except OSError as e:
+        raise HushlinkError(f"{path}: cannot write the audio tap ({e.strerror})") from None
 
 
 class _Player:

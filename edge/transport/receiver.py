@@ -12,6 +12,7 @@ decided by ``edge.transport.seqstate.SeqTracker``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import selectors
 import socket
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge.params import TransportParams
+from edge.params import ParamsError, TransportParams
 from edge.transport import rtp
 from edge.transport.codec import FRAME, FRAME_MS, OpusDecoder
 from edge.transport.jitter import JitterBuffer
@@ -38,6 +39,7 @@ from edge.transport.telemetry import TelemetryLog, TelemetryMeter
 
 log = logging.getLogger(__name__)
 TICK_S = 0.005
+RECEIVER_PARAMS = ("buffer_ms", "fec", "protocol")  # what the receiver takes from APP_PARAMS
 SSRC_TAKEOVER_S = 1.0  # another SSRC may take over after the current one was silent this long
 
 
@@ -73,7 +75,9 @@ class Receiver:
         self.allocated_kbps = float(self.params.bitrate_kbps)
         self.counts = dict(malformed=0, wrong_pt=0, oversized=0, rtcp=0,
                            bye=0, decode_errors=0, connections=0, disconnects=0,
-                           back_errors=0, duplicates_net=0)
+                           back_errors=0, duplicates_net=0, param_changes=0)
+        self.param_log: list[dict] = []  # parameter changes signalled by the sender
+        self._announced: dict | None = None  # the sender's last announcement (APP_PARAMS)
         self._sel = selectors.DefaultSelector()
         self._kernel_ts = False
         self._socks: list[socket.socket] = []
@@ -244,6 +248,10 @@ class Receiver:
             log.warning("receive: dropped an RTCP packet: %s", e)
             return
         self.counts["rtcp"] += 1
+        if name == rtp.APP_PARAMS and pt == rtp.RTCP_APP:
+            if self.tracker.key == (ssrc, src):  # only the stream's own sender
+                self._on_params(body)
+            return
         if pt == rtp.RTCP_BYE and name == rtp.APP_BYE:
             first, last = body.get("first"), body.get("last")
             if not (type(first) is int and type(last) is int):  # not bool, float or str
@@ -255,6 +263,28 @@ class Receiver:
                     self.counts["bye"] += 1
                     self.meter.loss.close_range(*rng)
                     self.jb.set_end(rng[1])
+
+    def _on_params(self, body: dict) -> None:
+        """The sender's announced parameters: take the ones the receiver uses, so a tuned
+        buffer bound reaches it without a side channel; each change is logged."""
+        announced = {k: body[k] for k in RECEIVER_PARAMS if k in body}
+        if announced == self._announced:  # a repeat: a local update() since then stands
+            return
+        try:
+            want = self.params.replace(**announced)
+        except (ParamsError, TypeError):
+            self.counts["malformed"] += 1
+            return
+        self._announced = announced
+        if want == self.params:
+            return
+        change = {k: [getattr(self.params, k), getattr(want, k)] for k in RECEIVER_PARAMS
+                  if getattr(self.params, k) != getattr(want, k)}
+        self.update(want)
+        self.counts["param_changes"] += 1
+        self.param_log.append({"t": self.clock() / 1e9, "change": change})
+        log.warning("receive: parameters from the sender: %s",
+                    ", ".join(f"{k} {a} -> {b}" for k, (a, b) in change.items()))
 
     # playout thread ------------------------------------------------------------------
     def _play_loop(self) -> None:
@@ -301,8 +331,10 @@ class Receiver:
 
     def _report(self, now_ns: int):
         with self._lock:
-            t = self.meter.take(now_ns / 1e9, self.jb.late, self.jb.concealed,
-                                self.allocated_kbps)
+            t = dataclasses.replace(
+                self.meter.take(now_ns / 1e9, self.jb.late, self.jb.concealed,
+                                self.allocated_kbps),
+                buffer_ms=float(self.params.buffer_ms), delay_ms=round(self.jb.delay_ms, 1))
             peer = self._peer
         self.telemetry.append(t)
         if peer is None:
@@ -342,6 +374,7 @@ class Receiver:
             "late": jb.late, "duplicates": jb.duplicates, "fec": jb.fec_frames,
             "plc": jb.plc_frames, "inserted": jb.inserted, "discarded": jb.discarded,
             "delay_ms": round(jb.delay_ms, 1), "target_ms": round(1000 * jb.target_s, 1),
+            "buffer_ms": self.params.buffer_ms,
             "seconds": round(len(self._frames) * FRAME / 16_000, 3), **self.counts,
             **self.tracker.counts,
         }

@@ -26,6 +26,7 @@ RTCP_APP = 204
 RTCP_BYE = 203
 APP_TELEMETRY = b"HLTM"
 APP_BYE = b"HLBY"
+APP_PARAMS = b"HLPR"  # the sender's parameters, for the receiver (buffer bound, FEC, protocol)
 
 
 class RtpError(HushlinkError):

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PACKETS_PER_S = 1000 // FRAME_MS
 BYE_REPEATS = 5  # a BYE is a datagram too: send it a few times so 20% loss cannot hide the end
 RECONNECT_S = 0.25
+ANNOUNCE_REPEATS = 3  # APP_PARAMS after a start or change (then one a second): loss-proof
 
 
 def system_clock_ns() -> int:
@@ -72,7 +73,7 @@ class Sender:
         self._ts: int | None = None
         self._pending = np.zeros(0, np.float32)
         self.packets = self.bytes = self.send_errors = self.dropped = 0
-        self.rtcp = self.rtcp_bad = self.reconnects = 0
+        self.rtcp = self.rtcp_bad = self.reconnects = self.control_packets = 0
         self.measured_loss_pct = 0.0
         self._enc = OpusEncoder(codec_bitrate_bps(self.params, capacity_kbps), self.params.fec,
                                 self.params.loss_hint_pct)
@@ -80,6 +81,8 @@ class Sender:
         self._link = None
         self._next_connect = 0.0
         self._closed = threading.Event()
+        self._announce_left = ANNOUNCE_REPEATS  # APP_PARAMS still to send at once
+        self._frames = 0
         self._connect(raise_errors=self.params.protocol == "tcp")
         self._rx = threading.Thread(target=self._back_channel, name="rtcp-rx", daemon=True)
         self._rx.start()
@@ -110,7 +113,10 @@ class Sender:
             old, self.params = self.params, params
             self._enc.configure(codec_bitrate_bps(params, self.capacity_kbps), params.fec,
                                 max(params.loss_hint_pct, math.ceil(self.measured_loss_pct)))
+            self._announce_left = ANNOUNCE_REPEATS
             if params.protocol != old.protocol:
+                for _ in range(ANNOUNCE_REPEATS):  # tell the receiver on the old link first
+                    self._send_control(self._params_packet())
                 if self._link is not None:
                     self._link.close()
                 self._link = None
@@ -147,6 +153,25 @@ class Sender:
             self.seq = (self.seq + 1) & 0xFFFF
             self._ts = (self._ts + TS_PER_FRAME) & 0xFFFFFFFF
             self._send(pkt)
+            self._frames += 1
+            if self._announce_left or self._frames % PACKETS_PER_S == 0:
+                self._announce_left = max(0, self._announce_left - 1)
+                self._send_control(self._params_packet())
+
+    def _params_packet(self) -> bytes:
+        """RTCP APP ``HLPR``: the parameters in force, so the receiver applies the ones it
+        uses (buffer bound, FEC, protocol) through the stream's own signalling."""
+        return rtp.pack_app(rtp.APP_PARAMS, self.ssrc, self.params.to_dict())
+
+    def _send_control(self, pkt: bytes) -> None:
+        """A control packet: not counted as media, never fatal."""
+        if self._link is None:
+            return
+        try:
+            self._link.send(pkt)
+            self.control_packets += 1
+        except OSError:
+            pass
 
     def _send(self, pkt: bytes) -> bool:
         if self._link is None:
@@ -216,23 +241,25 @@ class Sender:
                 self._enc.configure(self._enc.bitrate_bps, p.fec, min(want, 100))
 
     # end ---------------------------------------------------------------------------
-    def close(self) -> None:
-        """Flush the last partial frame (zero padded), say BYE, close the socket."""
+    def close(self, bye: bool = True) -> None:
+        """Flush the last partial frame (zero padded), say BYE, close the socket. Without
+        ``bye`` the stream just stops (its receiver keeps waiting: a stopped or restarted
+        device stream must not end a `receive` that outlives it)."""
         if self._closed.is_set():
             return
         if len(self._pending):
             self.write(np.zeros(FRAME - len(self._pending), np.float32))
         with self._lock:
             last = (self.seq - 1) & 0xFFFF
-            bye = rtp.pack_app(rtp.APP_BYE, self.ssrc, {"first": self.first_seq, "last": last,
+            pkt = rtp.pack_app(rtp.APP_BYE, self.ssrc, {"first": self.first_seq, "last": last,
                                                         "packets": self.packets,
                                                         "sent": (self.seq - self.first_seq)
                                                         & 0xFFFF},
                                pt=rtp.RTCP_BYE)
-            for _ in range(BYE_REPEATS):
+            for _ in range(BYE_REPEATS if bye else 0):
                 if self._link is not None:
                     try:
-                        self._link.send(bye)
+                        self._link.send(pkt)
                     except OSError:
                         break
                 time.sleep(0.005)
@@ -246,7 +273,8 @@ class Sender:
     def stats(self) -> dict:
         return {"packets": self.packets, "bytes": self.bytes, "send_errors": self.send_errors,
                 "dropped": self.dropped, "rtcp": self.rtcp, "rtcp_bad": self.rtcp_bad,
-                "reconnects": self.reconnects, "codec_bps": self._enc.bitrate_bps,
+                "reconnects": self.reconnects, "control": self.control_packets,
+                "codec_bps": self._enc.bitrate_bps,
                 "loss_hint_pct": self._enc.loss_pct}
 
     def __enter__(self) -> Sender:
