@@ -152,8 +152,43 @@ def _build(cls, d: dict, where: str):
     return cls(**kw)
 
 
-def load_config(path: str | Path | None) -> TrainConfig:
-    """A TOML file path, or a name in training/configs/ (``default``, ``smoke``)."""
+def parse_override(text: str) -> tuple[list[str], object]:
+    """``section.key=value`` -> (["section", "key"], value). The value is read as a TOML
+    value (``3000``, ``0.5``, ``true``, ``[-5, 20]``, ``"x"``); anything TOML cannot read is
+    a bare string (``export.name=mine``). Types are checked later, by ``_build``."""
+    key, eq, raw = text.partition("=")
+    path = key.strip().split(".")
+    if not eq or not all(path):
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. student.steps=3000")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(d: dict, overrides: tuple[str, ...] | list[str]) -> dict:
+    """The TOML dict ``d`` with command-line overrides merged in (a new dict)."""
+    import copy
+
+    out = copy.deepcopy(d)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] = ()
+                ) -> TrainConfig:
+    """A TOML file path, or a name in training/configs/ (``default``, ``smoke``), with
+    ``section.key=value`` overrides (validated like the file: unknown keys and wrong types
+    are errors)."""
     p = Path(path) if path else CONFIG_DIR / "default.toml"
     if not p.suffix and not p.exists():
         p = CONFIG_DIR / f"{p}.toml"
@@ -165,7 +200,8 @@ def load_config(path: str | Path | None) -> TrainConfig:
                           ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
-    cfg = _build(TrainConfig, d, str(p))
+    where = str(p) + (" with overrides" if overrides else "")
+    cfg = _build(TrainConfig, apply_overrides(d, overrides), where)
     if cfg.teacher.n_processors < 1 or any(
             len(getattr(cfg.teacher, k)) < cfg.teacher.n_processors
             for k in ("channels", "kernels", "pools", "fc", "lstm")):
@@ -186,3 +222,26 @@ def load_config(path: str | Path | None) -> TrainConfig:
         raise ConfigError(f"{p}: [student] p_state_reset is a share in [0, 1], got "
                           f"{cfg.student.p_state_reset}")
     return cfg
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    """The config as run, as TOML that ``load_config`` reads back to the same config
+    (optional values that are None are left out: None is their default)."""
+    top, tables = [], []
+    for k, v in cfg.as_dict().items():
+        if isinstance(v, dict):
+            tables.append(f"\n[{k}]")
+            tables += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
+        elif v is not None:
+            top.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(top + tables) + "\n"

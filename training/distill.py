@@ -15,6 +15,8 @@ import torch
 
 from training.config import TrainConfig
 from training.data import Mixer
+from training.dist import batch_key, broadcast, gather_rows, my_rows, wrap
+from training.loader import Runtime, batches
 from training.loss import adaptive_loss, mask_mse, si_sdr
 from training.progress import bar, fast_forward, load_checkpoint, save_checkpoint
 from training.student import Student, post_filter
@@ -28,16 +30,22 @@ def _new_student(cfg: TrainConfig, mean, std) -> Student:
 
 
 def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher | None,
-                   ckpt: Path, quiet: bool = False, log=print, device: str = "cpu") -> dict:
+                   ckpt: Path, quiet: bool = False, log=print, device: str = "cpu",
+                   rt: Runtime = Runtime(), on_grads=None) -> dict:
     """Train ``adaptive`` (and ``mref`` or ``core`` for the ablation); resumable from ``ckpt``.
 
     Without a teacher only the m_ref student is trained (smoke runs may skip the teacher).
+    Under torchrun (``rt.dist``) each rank trains on its own batches and carries its own
+    sequences' GRU states; DDP averages the gradients; rank 0 writes the checkpoint with
+    every rank's states, and a resume on any number of ranks deals them out again
+    (``dist.my_rows``). Non-zero ranks return no metrics. ``on_grads(step, name, student,
+    h0)`` (tests, diagnostics) sees each averaged gradient before clipping.
     """
-    sc = cfg.student
+    sc, d = cfg.student, rt.dist
     kind = sc.ablation_kind if teacher is not None else "mref"
     names = (["adaptive"] if teacher is not None else []) + (
         [kind] if sc.ablation or teacher is None else [])
-    state = load_checkpoint(ckpt)
+    state = broadcast(load_checkpoint(ckpt) if d.main else None, d)
     t0 = time.monotonic()
     torch.manual_seed(cfg.seed)
     if state is None:
@@ -64,48 +72,64 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
     fast_forward(scheds.values(), state["step"])
 
     def save(step: int) -> None:
+        # every rank's carried states (a collective: all ranks call save), rank 0 writes
+        every = {n: gather_rows(h, d) for n, h in carry.items()}
+        if not d.main:
+            return
         save_checkpoint(ckpt, {
             "models": {n: s.state_dict() for n, s in students.items()},
             "configs": {n: s.config() for n, s in students.items()},
             "opts": {n: o.state_dict() for n, o in opts.items()}, "step": step,
-            "carry": {n: (h.cpu() if h is not None else None) for n, h in carry.items()},
-            "config": cfg.as_dict(), "wall_s": state["wall_s"] + time.monotonic() - t0})
+            "carry": {n: (h.cpu() if h is not None else None) for n, h in every.items()},
+            "config": cfg.as_dict(), "world": d.world,
+            "wall_s": state["wall_s"] + time.monotonic() - t0})
 
-    carry = {n: (h.to(device) if h is not None else None)
+    carry = {n: (my_rows(h, sc.batch, d).to(device) if h is not None else None)
              for n, h in state.get("carry", {n: None for n in names}).items()}
     for s in students.values():
         s.train()
+    runs = {n: rt.compiled(wrap(s, "run", d)) for n, s in students.items()}
     with bar("students", sc.steps, quiet) as update:
         update(state["step"])
-        for step in range(state["step"], sc.steps):
-            b = train.batch(np.random.default_rng([cfg.seed, 3, step]), sc.batch)
+        for step, b in zip(range(state["step"], sc.steps),
+                           batches(train, cfg.seed, 3, sc.batch, state["step"], sc.steps, rt),
+                           strict=True):
             feats, m_ref = _t(b["feats"]).to(device), _t(b["irm"]).to(device)
             w = batch_weights(b, sc.bin_weight_power, device)
-            resets = np.random.default_rng([cfg.seed, 7, step]).random(sc.batch)
+            resets = np.random.default_rng(batch_key(cfg.seed, 7, step, d)).random(sc.batch)
             m_teacher = None
             if teacher is not None:
-                with torch.no_grad():
-                    m_teacher = teacher(feats)
+                with torch.no_grad(), rt.autocast():
+                    m_teacher = teacher(feats).float()
             losses = {}
             for n, s in students.items():
-                g, h = s.run(feats, carry_state(carry[n], resets, sc.p_state_reset))
-                carry[n] = h.detach()
+                h0 = carry_state(carry[n], resets, sc.p_state_reset)
+                with rt.autocast():
+                    g, h = runs[n](feats, h0)
+                    g = g.float()
+                carry[n] = h.detach().float()
                 m_s = post_filter(g, 1.0, s.mask_floor)  # what SPEC §3's loss sees
                 loss = student_loss(m_s, m_ref, m_teacher if n != "mref" else None, w,
                                     0.0 if n == "core" else sc.si_sdr_weight, b,
                                     post_filter(g, s.mask_power, s.out_floor))
                 opts[n].zero_grad()
                 loss.backward()
+                if on_grads is not None:
+                    on_grads(step, n, s, h0)
                 torch.nn.utils.clip_grad_norm_(s.parameters(), 5.0)
                 opts[n].step()
                 scheds[n].step()
                 losses[n] = float(loss.detach())
             update(**losses)
+            rt.log("student", step + 1, {**{f"loss_{n}": v for n, v in losses.items()},
+                                         "lr": scheds[names[0]].get_last_lr()[0]})
             if (step + 1) % 200 == 0 or step + 1 == sc.steps:
                 save(step + 1)
     wall = state["wall_s"] + time.monotonic() - t0
     for s in students.values():
         s.eval().cpu()
+    if not d.main:
+        return {"students": students, "metrics": {}}
     metrics = {n: student_val_metrics(s, val, cfg) for n, s in students.items()}
     metrics["wall_time_s"] = round(wall, 1)
     metrics["params"] = students[names[0]].n_params()

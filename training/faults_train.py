@@ -27,9 +27,11 @@ from edge.faults import FAULT_TYPES
 from edge.faults.detect import FORMAT, TFLiteFaultModel, frame_probs
 from edge.faults.events import EventConfig, frames_to_events
 from edge.faults.features import N_MELS, N_TIME, features, n_features
+from training.dist import SINGLE, Dist, sync_scalar, wrap
 from training.faults_synth import RATE, Clip, Synth, frame_labels, label_spans
 
 K = len(FAULT_TYPES)
+SHIPPED = Path(__file__).resolve().parents[1] / "edge" / "models" / "faults.tflite"
 
 
 @dataclass(frozen=True)
@@ -144,12 +146,13 @@ class UnrolledFaultNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- data
-def make_set(split: str, n: int, seed0: int, cfg: FaultTrainConfig, progress=None
-             ) -> tuple[list[Clip], np.ndarray, np.ndarray]:
-    """n clips -> (clips, (n, frames, F) features, (n, frames, K) labels)."""
+def make_set(split: str, n: int, seed0: int, cfg: FaultTrainConfig, progress=None,
+             d: Dist = SINGLE) -> tuple[list[Clip], np.ndarray, np.ndarray]:
+    """n clips -> (clips, (n, frames, F) features, (n, frames, K) labels); under torchrun
+    each rank makes only its share (clips rank, rank + world, ...)."""
     synth = Synth(split, cfg.clip_seconds)
     clips, X, Y = [], [], []
-    for i in range(n):
+    for i in range(d.rank, n, d.world):
         c = synth.clip(seed0 + i)
         f = features(c.audio, cfg.n_mels, cfg.time_features)
         clips.append(c)
@@ -160,25 +163,33 @@ def make_set(split: str, n: int, seed0: int, cfg: FaultTrainConfig, progress=Non
     return clips, np.stack(X), np.stack(Y)
 
 
-def train(cfg: FaultTrainConfig, X: np.ndarray, Y: np.ndarray, log=print) -> FaultNet:
+def train(cfg: FaultTrainConfig, X: np.ndarray, Y: np.ndarray, log=print, d: Dist = SINGLE
+          ) -> FaultNet:
+    """Blocks sampled from (X, Y), Adam with a cosine decay over the time budget. Under
+    torchrun each rank samples its own shard with its own seed, DDP averages the gradients,
+    and rank 0's clock decides the schedule and the stop for all (ranks must take the same
+    number of steps)."""
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed if d.world == 1 else [cfg.seed, d.rank])
     flat = X.reshape(-1, X.shape[-1])
     net = FaultNet(X.shape[-1], cfg.hidden, flat.mean(0), flat.std(0) + 1e-3)
+    model = wrap(net, "forward", d)  # DDP broadcasts rank 0's normalisation and weights
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched_total = cfg.minutes * 60
     bce = nn.BCEWithLogitsLoss()
     t0, step = time.time(), 0
     n, T = X.shape[0], X.shape[1]
-    while step < cfg.max_steps and time.time() - t0 < sched_total:
+    while True:
+        frac = sync_scalar((time.time() - t0) / sched_total, d)
+        if step >= cfg.max_steps or frac >= 1:
+            break
         idx = rng.integers(0, n, cfg.batch)
         off = rng.integers(0, T - cfg.block + 1, cfg.batch)
         xb = np.stack([X[i, o:o + cfg.block] for i, o in zip(idx, off, strict=True)])
         yb = np.stack([Y[i, o:o + cfg.block] for i, o in zip(idx, off, strict=True)])
-        frac = (time.time() - t0) / sched_total
         for g in opt.param_groups:  # cosine decay over the time budget
             g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0))))
-        fl, cl = net(torch.from_numpy(xb))
+        fl, cl = model(torch.from_numpy(xb))
         yt = torch.from_numpy(yb)
         loss = bce(fl, yt) + 0.3 * bce(cl, yt.amax(dim=1))
         opt.zero_grad()
@@ -368,14 +379,19 @@ def confusion_png(conf: list[list[int]], labels: list[str], path: Path) -> None:
 
 
 def run(cfg: FaultTrainConfig, out: Path, report_dir: Path, log=print,
-        checkpoint: Path | None = None) -> dict:
+        checkpoint: Path | None = None, d: Dist = SINGLE) -> dict:
     """The whole recipe: data, training (or a saved checkpoint), int8 export, evaluation of
-    the exported model through the runtime's own path."""
+    the exported model through the runtime's own path. Under torchrun the ranks share the
+    training clips and the steps; rank 0 alone exports and evaluates (others return {})."""
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
+    if not d.main:
+        _, X, Y = make_set("train", cfg.train_clips, cfg.seed * 1_000_000, cfg, d=d)
+        train(cfg, X, Y, lambda s: None, d)
+        return {}
     report_dir.mkdir(parents=True, exist_ok=True)
     test, _, _ = make_set("test", cfg.test_clips, 10_000_000 + cfg.seed, cfg)
-    if checkpoint and checkpoint.is_file():
+    if checkpoint and checkpoint.is_file() and not d.parallel:
         ck = torch.load(checkpoint, weights_only=False)
         nf = n_features(cfg.n_mels, cfg.time_features)
         net = FaultNet(nf, cfg.hidden, np.zeros(nf), np.ones(nf))
@@ -384,9 +400,10 @@ def run(cfg: FaultTrainConfig, out: Path, report_dir: Path, log=print,
         calib = ck["calib"]
         log(f"loaded {checkpoint}")
     else:
-        _, X, Y = make_set("train", cfg.train_clips, cfg.seed * 1_000_000, cfg)
-        log(f"data: {len(X)} train clips, {len(test)} test clips ({time.time() - t0:.0f} s)")
-        net = train(cfg, X, Y, log)
+        _, X, Y = make_set("train", cfg.train_clips, cfg.seed * 1_000_000, cfg, d=d)
+        log(f"data: {len(X)} train clips, {len(test)} test clips ({time.time() - t0:.0f} s)"
+            + (f" on each of {d.world} ranks" if d.parallel else ""))
+        net = train(cfg, X, Y, log, d)
         rng = np.random.default_rng(cfg.seed + 1)
         calib = np.stack([X[i, o:o + cfg.block] for i, o in zip(
             rng.integers(0, len(X), 48), rng.integers(0, X.shape[1] - cfg.block + 1, 48),
@@ -417,8 +434,9 @@ def _cli():
     @click.option("--config", "-c", "config", type=click.Path(exists=True, dir_okay=False),
                   help="TOML with FaultTrainConfig fields (hidden, minutes, train_clips ...).")
     @click.option("--out", "-o", type=click.Path(dir_okay=False),
-                  default="edge/models/faults.tflite", show_default=True,
-                  help="Where the int8 model (+ .json) goes.")
+                  help="Where the int8 model (+ .json) goes [default: REPORT_DIR/faults.tflite].")
+    @click.option("--ship", is_flag=True,
+                  help="Also install it as the shipped model, edge/models/faults.tflite + .json.")
     @click.option("--report-dir", type=click.Path(file_okay=False),
                   default="build/faults", show_default=True,
                   help="Evaluation JSON and confusion-matrix PNG.")
@@ -426,21 +444,45 @@ def _cli():
     @click.option("--seed", type=int, help="Seed (overrides config).")
     @click.option("--checkpoint", type=click.Path(dir_okay=False),
                   help="Skip training: export/evaluate this saved faults_net.pt.")
-    def faults_cmd(config, out, report_dir, minutes, seed, checkpoint) -> None:
-        """Train the background fault classifier, export it to int8 TFLite, evaluate it."""
+    def faults_cmd(config, out, ship, report_dir, minutes, seed, checkpoint) -> None:
+        """Train the background fault classifier, export it to int8 TFLite, evaluate it.
+        Under torchrun the ranks train together (DDP, gloo); rank 0 exports."""
         from dataclasses import replace
 
         from edge.cliutil import err_console
+        from training import dist
 
+        out = Path(out) if out else Path(report_dir) / "faults.tflite"
+        if out.resolve() in {SHIPPED.resolve(), SHIPPED.with_suffix(".json").resolve()} and (
+                not ship):
+            raise click.ClickException(f"{out} is the shipped model: pass --ship to replace it "
+                                       f"(or -o elsewhere)")
         cfg = FaultTrainConfig.load(config)
         if minutes is not None:
             cfg = replace(cfg, minutes=minutes)
         if seed is not None:
             cfg = replace(cfg, seed=seed)
-        m = run(cfg, Path(out), Path(report_dir), log=lambda s: err_console.print(s),
-                checkpoint=Path(checkpoint) if checkpoint else None)
-        click.echo(json.dumps({k: m[k] for k in ("macro_f1", "frame_accuracy",
-                                                  "event_macro_f1", "float_macro_f1")}))
+        d = dist.init("cpu")
+        try:
+            m = run(cfg, out, Path(report_dir), log=lambda s: err_console.print(s),
+                    checkpoint=Path(checkpoint) if checkpoint else None, d=d)
+        finally:
+            dist.close(d)
+        if not d.main:
+            return
+        res = {k: m[k] for k in ("macro_f1", "frame_accuracy", "event_macro_f1",
+                                 "float_macro_f1")}
+        if ship and out.resolve() != SHIPPED.resolve():
+            import shutil
+
+            for ext in (".tflite", ".json"):
+                tmp = SHIPPED.with_suffix(ext + ".part")
+                shutil.copyfile(out.with_suffix(ext), tmp)
+                os.replace(tmp, SHIPPED.with_suffix(ext))
+        res["model"] = str(out)
+        if ship:
+            res["shipped"] = str(SHIPPED)
+        click.echo(json.dumps(res))
 
     return faults_cmd
 

@@ -22,6 +22,8 @@ import torch
 
 from training.config import TrainConfig
 from training.data import DataError, Mixer, load_manifest, make_manifest, write_json
+from training.dist import Dist, init
+from training.loader import Runtime
 from training.progress import STDERR, bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +33,16 @@ def work_dir(cfg: TrainConfig, work: str | Path | None) -> Path:
     return Path(work) if work else ROOT / "build" / "train" / cfg.name
 
 
-def setup_torch(cfg: TrainConfig, device: str = "cpu") -> None:
+def setup_torch(cfg: TrainConfig, device: str = "cpu", distributed: bool = False) -> Dist:
+    """Threads and, with ``distributed`` under torchrun, the process group. ``threads = 0``
+    shares the cores among the ranks of one node (each rank taking them all would
+    oversubscribe them)."""
     if device != "cpu" and not torch.cuda.is_available():
         raise DataError(f"--device {device}: no CUDA device available (use --device cpu)")
-    torch.set_num_threads(cfg.threads if cfg.threads > 0 else (os.cpu_count() or 1))
+    d = init(device) if distributed else Dist(device=device)
+    torch.set_num_threads(cfg.threads if cfg.threads > 0
+                          else max(1, (os.cpu_count() or 1) // d.local_world))
+    return d
 
 
 def update_metrics(work: Path, key: str, value) -> dict:
@@ -59,37 +67,55 @@ def prepare(cfg: TrainConfig, work: Path, quiet: bool = False) -> dict:
             "skipped_files": m["skipped"][:20]}
 
 
-def _mixers(cfg: TrainConfig, work: Path) -> tuple[Mixer, Mixer]:
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _mixers(cfg: TrainConfig, work: Path, log=_log) -> tuple[Mixer, Mixer]:
     m = load_manifest(work / "manifest.json")
     t0 = time.monotonic()
     train, val = Mixer(m, "train", cfg.data), Mixer(m, "val", cfg.data)
     skipped = train.skipped + val.skipped
-    _log(f"loaded {len(train.speech)} train / {len(val.speech)} val utterances, "
+    log(f"loaded {len(train.speech)} train / {len(val.speech)} val utterances, "
          f"{len(train.noise)} noises in {time.monotonic() - t0:.1f} s"
          + (f"; skipped {len(skipped)} unreadable file(s): "
             f"{', '.join(s['file'] for s in skipped[:5])}" if skipped else ""))
     return train, val
 
 
-def teacher(cfg: TrainConfig, work: Path, quiet: bool = False, device: str = "cpu") -> dict:
+def teacher(cfg: TrainConfig, work: Path, quiet: bool = False, device: str = "cpu",
+            rt: Runtime | None = None) -> dict:
+    """Train the teacher; under torchrun (``rt.dist``) only rank 0 logs and writes."""
     from training.teacher import train_teacher
 
-    train, val = _mixers(cfg, work)
-    metrics = train_teacher(cfg, train, val, work / "teacher.pt", quiet, _log, device)
-    update_metrics(work, "teacher", metrics)
+    rt = rt or Runtime(Dist(device=device))
+    main = rt.dist.main
+    log = _log if main else _quiet
+    train, val = _mixers(cfg, work, log)
+    metrics = train_teacher(cfg, train, val, work / "teacher.pt", quiet or not main, log,
+                            rt.dist.device, rt)
+    if main:
+        update_metrics(work, "teacher", metrics)
     return metrics
 
 
 def student(cfg: TrainConfig, work: Path, quiet: bool = False, use_teacher: bool = True,
-            device: str = "cpu") -> dict:
+            device: str = "cpu", rt: Runtime | None = None) -> dict:
+    """Distil the students; under torchrun only rank 0 logs, writes and validates."""
     from training.distill import train_students
     from training.student import save_student
     from training.teacher import load_teacher
 
-    train, val = _mixers(cfg, work)
+    rt = rt or Runtime(Dist(device=device))
+    main = rt.dist.main
+    log = _log if main else _quiet
+    train, val = _mixers(cfg, work, log)
     t = load_teacher(work / "teacher.pt", cfg) if use_teacher else None
-    res = train_students(cfg, train, val, t, work / "students.pt", quiet, _log, device)
+    res = train_students(cfg, train, val, t, work / "students.pt", quiet or not main, log,
+                         rt.dist.device, rt)
     students, metrics = res["students"], res["metrics"]
+    if not main:
+        return metrics
     chosen = "adaptive" if "adaptive" in students else "mref"
     for n, s in students.items():
         save_student(work / f"student_{n}.pt", s, {"metrics": metrics[n]})

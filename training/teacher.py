@@ -22,6 +22,8 @@ from torch import nn
 
 from training.config import TeacherConfig, TrainConfig
 from training.data import Mixer
+from training.dist import broadcast, wrap
+from training.loader import Runtime, batches
 from training.loss import bin_weights, mask_mse, si_sdr
 from training.progress import bar, fast_forward, load_checkpoint, save_checkpoint
 from training.torchdsp import istft
@@ -98,10 +100,15 @@ def enhance(noisy_spec: np.ndarray | torch.Tensor, masks: torch.Tensor, n: int) 
 
 
 def train_teacher(cfg: TrainConfig, train: Mixer, val: Mixer, ckpt: Path, quiet: bool = False,
-                  log=print, device: str = "cpu") -> dict:
-    """Train the processors (resumable from ``ckpt``), then learn theta. Returns metrics."""
-    tc = cfg.teacher
-    state = load_checkpoint(ckpt)
+                  log=print, device: str = "cpu", rt: Runtime = Runtime()) -> dict:
+    """Train the processors (resumable from ``ckpt``), then learn theta. Returns metrics.
+
+    Under torchrun (``rt.dist``) each rank trains on its own batches, DDP averages the
+    processors' gradients and rank 0 writes the checkpoint; the fusion weights are learned
+    on the same fixed validation mixtures by every rank, so they agree without a collective.
+    """
+    tc, d = cfg.teacher, rt.dist
+    state = broadcast(load_checkpoint(ckpt) if d.main else None, d)
     t0 = time.monotonic()
     if state is None:
         torch.manual_seed(cfg.seed)
@@ -122,27 +129,36 @@ def train_teacher(cfg: TrainConfig, train: Mixer, val: Mixer, ckpt: Path, quiet:
     fast_forward([sched], state["step"])
 
     def save(phase: str, step: int) -> None:
-        save_checkpoint(ckpt, {"model": teacher.state_dict(), "opt": opt.state_dict(),
-                               "step": step, "phase": phase, "config": cfg.as_dict(),
-                               "wall_s": state["wall_s"] + time.monotonic() - t0})
+        if d.main:
+            save_checkpoint(ckpt, {"model": teacher.state_dict(), "opt": opt.state_dict(),
+                                   "step": step, "phase": phase, "config": cfg.as_dict(),
+                                   "world": d.world,
+                                   "wall_s": state["wall_s"] + time.monotonic() - t0})
 
     teacher.train()
+    teacher.theta.requires_grad_(False)  # not trained here: DDP must not wait for its grad
+    masks_of = rt.compiled(wrap(teacher, "masks", d))
     with bar("teacher processors", tc.steps, quiet) as update:
         update(state["step"])
-        for step in range(state["step"], tc.steps):
-            b = train.batch(np.random.default_rng([cfg.seed, 1, step]), tc.batch)
-            masks = teacher.masks(_t(b["feats"]).to(device))
-            target = _t(b["irm"]).to(device)
-            w = batch_weights(b, tc.bin_weight_power, device)
-            losses = [mask_mse(m, target, w) for m in masks]
+        for step, b in zip(range(state["step"], tc.steps),
+                           batches(train, cfg.seed, 1, tc.batch, state["step"], tc.steps, rt),
+                           strict=True):
+            with rt.autocast():
+                masks = masks_of(_t(b["feats"]).to(device))
+                target = _t(b["irm"]).to(device)
+                w = batch_weights(b, tc.bin_weight_power, device)
+                losses = [mask_mse(m.float(), target, w) for m in masks]
             opt.zero_grad()
             sum(losses).backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             sched.step()
-            update(loss=float(sum(losses).detach()) / len(losses))
+            loss = float(sum(losses).detach()) / len(losses)
+            update(loss=loss)
+            rt.log("teacher", step + 1, {"loss": loss, "lr": sched.get_last_lr()[0]})
             if (step + 1) % 100 == 0 or step + 1 == tc.steps:
                 save("processors", step + 1)
+    teacher.theta.requires_grad_(True)
     teacher.eval().cpu()
     # fusion: processor outputs on fixed validation mixtures, then theta by -SI-SDR
     with torch.no_grad():
@@ -150,7 +166,7 @@ def train_teacher(cfg: TrainConfig, train: Mixer, val: Mixer, ckpt: Path, quiet:
         vm = [teacher.masks(_t(b["feats"])) for b in vb]
     theta_opt = torch.optim.Adam([teacher.theta], lr=0.05)
     with bar("teacher fusion", tc.fusion_steps, quiet) as update:
-        for _ in range(tc.fusion_steps):
+        for i in range(tc.fusion_steps):
             loss = 0.0
             for b, m in zip(vb, vm, strict=True):
                 y = enhance(b["noisy_spec"], teacher.fuse(m), b["clean"].shape[1])
@@ -159,6 +175,7 @@ def train_teacher(cfg: TrainConfig, train: Mixer, val: Mixer, ckpt: Path, quiet:
             loss.backward()
             theta_opt.step()
             update(si_sdr=-float(loss.detach()))
+            rt.log("teacher_fusion", i + 1, {"si_sdr": -float(loss.detach())})
     metrics = teacher_metrics(teacher, vb, vm)
     state["wall_s"] = state["wall_s"] + time.monotonic() - t0
     save("done", tc.steps)
