@@ -94,24 +94,13 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
         for step, b in zip(range(state["step"], sc.steps),
                            batches(train, cfg.seed, 3, sc.batch, state["step"], sc.steps, rt),
                            strict=True):
-            feats, m_ref = _t(b["feats"]).to(device), _t(b["irm"]).to(device)
-            w = batch_weights(b, sc.bin_weight_power, device)
+            inputs = batch_inputs(b, sc, teacher, device, rt)
             resets = np.random.default_rng(batch_key(cfg.seed, 7, step, d)).random(sc.batch)
-            m_teacher = None
-            if teacher is not None:
-                with torch.no_grad(), rt.autocast():
-                    m_teacher = teacher(feats).float()
             losses = {}
             for n, s in students.items():
                 h0 = carry_state(carry[n], resets, sc.p_state_reset)
-                with rt.autocast():
-                    g, h = runs[n](feats, h0)
-                    g = g.float()
+                loss, h = batch_loss(runs[n], s, n, sc, b, inputs, h0, rt)
                 carry[n] = h.detach().float()
-                m_s = post_filter(g, 1.0, s.mask_floor)  # what SPEC §3's loss sees
-                loss = student_loss(m_s, m_ref, m_teacher if n != "mref" else None, w,
-                                    0.0 if n == "core" else sc.si_sdr_weight, b,
-                                    post_filter(g, s.mask_power, s.out_floor))
                 opts[n].zero_grad()
                 loss.backward()
                 if on_grads is not None:
@@ -135,6 +124,33 @@ def train_students(cfg: TrainConfig, train: Mixer, val: Mixer, teacher: Teacher 
     metrics["params"] = students[names[0]].n_params()
     metrics["macs_per_hop"] = students[names[0]].macs_per_hop()
     return {"students": students, "metrics": metrics}
+
+
+def batch_inputs(b: dict, sc, teacher: Teacher | None, device: str, rt: Runtime = Runtime()
+                 ) -> tuple:
+    """(features, m_ref, bin weights, teacher mask or None) of a batch, on ``device``."""
+    feats, m_ref = _t(b["feats"]).to(device), _t(b["irm"]).to(device)
+    w = batch_weights(b, sc.bin_weight_power, device)
+    m_teacher = None
+    if teacher is not None:
+        with torch.no_grad(), rt.autocast():
+            m_teacher = teacher(feats).float()
+    return feats, m_ref, w, m_teacher
+
+
+def batch_loss(run, s: Student, name: str, sc, b: dict, inputs: tuple, h0, rt: Runtime = Runtime()
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student ``name``'s loss on one batch from state ``h0``, and its final state. ``run``
+    is ``s.run`` or its DDP wrapper."""
+    feats, m_ref, w, m_teacher = inputs
+    with rt.autocast():
+        g, h = run(feats, h0)
+        g = g.float()
+    m_s = post_filter(g, 1.0, s.mask_floor)  # what SPEC §3's loss sees
+    loss = student_loss(m_s, m_ref, m_teacher if name != "mref" else None, w,
+                        0.0 if name == "core" else sc.si_sdr_weight, b,
+                        post_filter(g, s.mask_power, s.out_floor))
+    return loss, h
 
 
 def student_loss(m_s: torch.Tensor, m_ref: torch.Tensor, m_teacher: torch.Tensor | None,
