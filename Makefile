@@ -63,6 +63,10 @@ bench-headroom: $(STAMP)
 bench-postfilter: $(STAMP)
 	$(PY) benchmarks/mask_postfilter.py
 
+# issue 21: training throughput, 1 vs 2 DDP ranks (torchrun, gloo) x 0/1/2 loader workers
+bench-train: $(STAMP)
+	$(PY) benchmarks/train.py $(if $(QUICK),--quick)
+
 # issue 5: the on-device loop benchmark (per-hop cost on both interpreters, PulseAudio live run)
 bench-edge-loop: $(STAMP) bootstrap
 	$(PY) benchmarks/edge_loop.py --minutes $(or $(MINUTES),10)

@@ -38,3 +38,7 @@ _denoiser_commands()
 
 def main() -> None:
     cli(prog_name="train-denoiser")
+
+
+if __name__ == "__main__":  # torchrun ... -m training.cli student ...
+    main()

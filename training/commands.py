@@ -109,8 +109,13 @@ def _train(stage: str, config, work, as_json, quiet, device, overrides, workers,
     try:
         run = Run(w, stage, cfg, overrides, d.world) if d.main else None
         rt = Runtime(d, workers, bf16, compile_, run.scalars if run else None)
-        with _silenced(quiet):
-            res = body(cfg, w, p, rt)
+        try:
+            with _silenced(quiet):
+                res = body(cfg, w, p, rt)
+        except BaseException as e:
+            if run:
+                run.fail(e)
+            raise
         if run:
             run.finish(res, {"teacher": ("teacher.pt",), "student": (
                 "students.pt", "student.pt", "student_adaptive.pt", "student_mref.pt",

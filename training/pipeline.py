@@ -8,6 +8,7 @@ export -> evaluate, each reading and writing files in one work directory:
     WORK/export/NAME*.tflite/.json                          (export)
     WORK/metrics.json       every stage's metrics, merged
     WORK/eval/              evaluation JSON + spectrogram PNGs (evaluate)
+    WORK/runs/DATE-STAGE/   one record per teacher/student run (training/runs.py)
 """
 
 from __future__ import annotations

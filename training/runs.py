@@ -73,6 +73,13 @@ class Run:
             if self._tb is not None:
                 self._tb.add_scalar(tag, float(v), step)
 
+    def fail(self, e: BaseException) -> None:
+        """Say in meta.json why the run ended without results."""
+        self.meta["failed"] = f"{type(e).__name__}: {e}"
+        if self._tb is not None:
+            self._tb.close()
+        self._write_meta()
+
     def finish(self, metrics: dict, checkpoints: tuple[str, ...] = ()) -> None:
         """Metrics, the curves PNG, copies of the stage's checkpoints; closes the log."""
         (self.path / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
