@@ -112,7 +112,8 @@ class Telemetry:
               "loss_pct": (float, 0.0, 100.0), "jitter_ms": (float, 0.0, 3.6e6),
               "bandwidth_util": (float, 0.0, 1e3), "snr_db": (float, -200.0, 200.0),
               "late": (int, 0, 10**6), "concealed": (int, 0, 10**6),
-              "bitrate_kbps": (float, 0.0, 1e6)}
+              "bitrate_kbps": (float, 0.0, 1e6), "buffer_ms": (float, 0.0, 3.6e6),
+              "delay_ms": (float, 0.0, 3.6e6)}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

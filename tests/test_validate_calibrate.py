@@ -197,3 +197,16 @@ def test_report_refuses_a_malformed_apply_result(tmp_path, tuned, change, words)
         r = CliRunner().invoke(cli, ["report", "-t", str(telem), "-s", str(s), "-a", str(ap),
                                      "-o", str(tmp_path / "r")])
         assert r.exit_code == 0 and (tmp_path / "r" / "before_after.png").exists(), r.output
+
+
+def test_every_telemetry_field_has_a_range():
+    """A field the receiver reports but the schema lacks made every record fail to parse
+    (buffer_ms and delay_ms, added by the calibration work, broke `tune`)."""
+    import dataclasses
+
+    from edge.params import Telemetry
+
+    assert {f.name for f in dataclasses.fields(Telemetry)} == set(Telemetry.RANGES)
+    rec = Telemetry(t=1.0, latency_ms=40, loss_pct=1, jitter_ms=2, bandwidth_util=0.5,
+                    snr_db=20, buffer_ms=120, delay_ms=110).to_dict()
+    assert Telemetry.parse(rec).delay_ms == 110
