@@ -216,6 +216,7 @@ class TuneResult:
     edges: list[np.ndarray]
     ga: ga.GAResult
     X: np.ndarray = field(repr=False, default=None)
+    choices: dict = field(default_factory=dict)  # "clusters"/"bins" -> host.choose.Choice
 
     def to_dict(self, seed: int, cfg: ga.GAConfig) -> dict:
         return {
@@ -228,6 +229,7 @@ class TuneResult:
             "seed": seed, "ga": {"pop": cfg.pop, "generations": cfg.generations,
                                  "evaluations": self.ga.evaluations},
             "fields": list(FIELDS),
+            "chosen": {k: c.to_dict() for k, c in self.choices.items()},
             "clusters": [{"centre": dict(zip(FIELDS, map(float, c), strict=True)),
                           "bins": [int(v) for v in b], "weight": cond.weight}
                          for c, b, cond in zip(self.centres, self.bins, self.model.conditions,
@@ -258,13 +260,28 @@ def build_model(records: list[Record], n_clusters: int, k_bins: int,
     return model, X, centres, labels, bins, edges
 
 
-def tune(records: list[Record], *, n_clusters: int = 3, k_bins: int = 4,
+def choose(records: list[Record], n_clusters: int | None, k_bins: int | None,
+           seed: int = 0) -> dict:
+    """``{"clusters": Choice, "bins": Choice}``: the given values, or (``None``) chosen
+    from the monitoring vectors by silhouette (host.choose)."""
+    from host.choose import Choice, choose_bins, choose_clusters
+
+    X = np.array([r.telemetry.vector() for r in records])
+    given = lambda v: Choice(v, {}, "given")  # noqa: E731
+    return {"clusters": given(n_clusters) if n_clusters else choose_clusters(X, seed),
+            "bins": given(k_bins) if k_bins else choose_bins(X, seed)}
+
+
+def tune(records: list[Record], *, n_clusters: int | None = None, k_bins: int | None = None,
          weights: fitness.Weights = fitness.Weights(), cfg: ga.GAConfig = ga.GAConfig(),
          pins: dict | None = None, on_generation=None) -> TuneResult:
     """The whole SPEC §7 pipeline. ``pins`` fixes parameters (e.g. ``{"protocol": "udp"}``
-    where the network allows only UDP); the GA searches the rest."""
+    where the network allows only UDP); the GA searches the rest. ``n_clusters`` / ``k_bins``
+    ``None``: chosen from the data (``choose``), recorded in ``TuneResult.choices``."""
     pins = dict(pins or {})
     TransportParams().replace(**pins)  # validate the pins now (ParamsError)
+    choices = choose(records, n_clusters, k_bins, cfg.seed)
+    n_clusters, k_bins = choices["clusters"].value, choices["bins"].value
     model, X, centres, labels, bins, edges = build_model(records, n_clusters, k_bins, weights,
                                                          cfg.seed)
     seeds = np.vstack([seeds_from_bins(bins, k_bins), ga.from_params(TransportParams())])
@@ -272,7 +289,7 @@ def tune(records: list[Record], *, n_clusters: int = 3, k_bins: int = 4,
                  on_generation)
     best = ga.to_params(res.best).replace(**pins)
     return TuneResult(best, res.best_cost, model.cost(TransportParams()), model, centres,
-                      labels, bins, edges, res, X)
+                      labels, bins, edges, res, X, choices)
 
 
 # ------------------------------------------------------------------- strategy files (schema)

@@ -317,10 +317,10 @@ def _parse_pins(pins) -> dict:
 @click.argument("telemetry", type=click.Path(dir_okay=False, exists=True))
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="strategy.json",
               show_default=True, help="Where to write the strategy.")
-@click.option("--clusters", type=Number(int, 1, 100), default=3, show_default=True,
-              help="k-means clusters.")
-@click.option("--bins", "k_bins", type=Number(int, 1, 100), default=4, show_default=True,
-              help="K uniform bins per monitoring parameter.")
+@click.option("--clusters", type=Number(int, 1, 100), help="k-means clusters (default: chosen "
+              "from the data by silhouette over 2-6; one when there is no structure).")
+@click.option("--bins", "k_bins", type=Number(int, 1, 100), help="K uniform bins per "
+              "monitoring parameter (default: chosen from the data by silhouette over 2-8).")
 @click.option("--pop", type=Number(int, 4, 10_000), default=24, show_default=True,
               help="GA population.")
 @click.option("--generations", type=Number(int, 0, 10_000), default=20, show_default=True,
@@ -336,7 +336,8 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
     """Cluster, discretise and search parameters with the genetic algorithm."""
     from host import calibrate, ga
 
-    if clusters < 1 or k_bins < 1 or pop < 4 or generations < 0:
+    if (clusters is not None and clusters < 1) or (k_bins is not None and k_bins < 1) \
+            or pop < 4 or generations < 0:
         raise click.UsageError("need --clusters >= 1, --bins >= 1, --pop >= 4, "
                                "--generations >= 0")
     if s1 is not None and s2 is not None and not s1 < s2:
@@ -351,6 +352,8 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
                              cfg=cfg, pins=pinned,
                              on_generation=lambda g, _: prog.update(task, completed=g + 1))
     _atomic_text(Path(out), json.dumps(res.to_dict(seed, cfg), indent=1) + "\n")
+    for what, c in res.choices.items():
+        click.echo(f"{what}: {c.value} ({c.reason})", err=True)
     p = res.params
     click.echo(f"strategy: bitrate {p.bitrate_kbps} kbps, {p.protocol}, buffer {p.buffer_ms} ms, "
                f"share {p.share:g}; predicted C {res.predicted_cost:.4f} "

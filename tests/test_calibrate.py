@@ -92,3 +92,30 @@ def test_measured_cost_prefers_less_impairment():
     slow = [Telemetry(0, 140, 0.0, 5, 0.5, 25).to_dict()]
     m = fitness.measured_cost
     assert m(slow, p, heavy_latency) - m(good, p, heavy_latency) > m(slow, p, w) - m(good, p, w)
+
+
+def test_cluster_count_and_bins_are_chosen_from_the_data():
+    """Issue 19 item 4: three link conditions -> 3 clusters by silhouette; one condition ->
+    one cluster (no structure); values on three levels -> K = 3 bins; flags override."""
+    from host import choose
+
+    recs = _records()
+    X = np.array([r.telemetry.vector() for r in recs])
+    c = choose.choose_clusters(X)
+    assert c.value == 3 and c.scores[3] == max(c.scores.values()) and "k=3" in c.reason
+    one = X[::3] * np.random.default_rng(0).uniform(0.98, 1.02, X[::3].shape)  # 1 condition
+    c1 = choose.choose_clusters(one)
+    assert c1.value == 1 and max(c1.scores.values()) < choose.NO_STRUCTURE
+    assert "no cluster structure" in c1.reason
+    rng = np.random.default_rng(1)
+    levels = np.repeat([[20.0], [110.0], [200.0]], 50, axis=0) + rng.normal(0, 3, (150, 1))
+    b = choose.choose_bins(levels)
+    assert b.value == 3 and b.scores[3] > 0.9 and b.scores[4] < b.scores[3]
+    res = calibrate.tune(recs, cfg=ga.GAConfig(pop=8, generations=1))
+    assert res.choices["clusters"].value == 3 and len(res.centres) == 3
+    assert len(res.edges[0]) == res.choices["bins"].value + 1
+    d = res.to_dict(0, ga.GAConfig(pop=8, generations=1))
+    assert d["chosen"]["clusters"]["value"] == 3 and d["chosen"]["bins"]["reason"]
+    fixed = calibrate.tune(recs, n_clusters=2, k_bins=5, cfg=ga.GAConfig(pop=8, generations=1))
+    assert len(fixed.centres) == 2 and len(fixed.edges[0]) == 6
+    assert fixed.choices["clusters"].reason == "given"

@@ -93,3 +93,26 @@ def test_tune_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(cli, ["tune", str(bad)])
     assert r.exit_code == 1 and r.output.startswith("Error:") and "bad.jsonl" in r.output
     assert "line 1 (not JSON" in r.output  # (issue 18: bad lines are skipped and named)
+
+
+def test_tune_chooses_clusters_and_bins_and_says_why(tmp_path):
+    """Issue 19 item 4: without --clusters/--bins, tune picks them by silhouette and prints
+    why (stderr); the flags still override."""
+    from test_calibrate import _records
+
+    tel = tmp_path / "t.jsonl"
+    tel.write_text("".join(json.dumps({"telemetry": r.telemetry.to_dict(),
+                                       "params": r.params.to_dict()}) + "\n"
+                           for r in _records()))
+    r = CliRunner().invoke(cli, ["tune", str(tel), "-o", str(tmp_path / "s.json"), "--pop",
+                                 "8", "--generations", "1"])
+    assert r.exit_code == 0, r.output
+    assert "clusters: 3 (silhouette" in r.output and "bins: " in r.output
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert len(s["clusters"]) == 3 and s["chosen"]["clusters"]["scores"]["3"] > 0.5
+    r = CliRunner().invoke(cli, ["tune", str(tel), "-o", str(tmp_path / "s2.json"), "--pop",
+                                 "8", "--generations", "1", "--clusters", "2", "--bins", "6"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "s2.json").read_text())
+    assert len(s["clusters"]) == 2 and len(s["bin_edges"]["latency_ms"]) == 7
+    assert "clusters: 2 (given)" in r.output
