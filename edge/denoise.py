@@ -49,16 +49,21 @@ class Denoiser:
     so A/B switching while listening neither clicks nor shifts in time.
     """
 
-    def __init__(self, model: MaskModel, bypass: bool = False):
+    def __init__(self, model: MaskModel, bypass: bool = False, tap_residual: bool = False):
+        """``tap_residual``: also resynthesise what the mask removes, X·(1−m), into
+        ``residual`` every hop (the separated background, for the fault monitor)."""
         self.model = model
         self.fe: FrontEnd = model.front_end
         self.bypass = bypass
+        self.tap_residual = tap_residual
         self.reset()
 
     def reset(self) -> None:
         self._analysis = init_analysis_state(self.fe)
         self._synthesis = init_synthesis_state(self.fe)
+        self._residual_synthesis = init_synthesis_state(self.fe)
         self._state = self.model.init_state()
+        self.residual = np.zeros(self.fe.hop, dtype=np.float32)
 
     def swap_model(self, model: MaskModel) -> None:
         """Run ``model`` from the next hop on (a flashed bundle going live). The STFT overlap
@@ -86,9 +91,13 @@ class Denoiser:
         """(hop,) float32 input -> (hop,) float32 output, ``delay_samples`` behind."""
         spec, self._analysis = stft_step(x_hop, self._analysis, self.fe)
         mask, self._state = self.model.step(log_power(spec, self.fe), self._state)
+        noisy = spec
         if not self.bypass:
             spec = apply_mask(spec, mask)
         y, self._synthesis = istft_step(spec, self._synthesis, self.fe)
+        if self.tap_residual:  # the background X·(1−m), same delay as y; zero in bypass
+            self.residual, self._residual_synthesis = istft_step(
+                noisy - spec, self._residual_synthesis, self.fe)
         return y
 
     def process(self, x: np.ndarray, progress: Callable[[int], None] | None = None

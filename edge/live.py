@@ -50,15 +50,22 @@ class LiveLoop:
     """Runs ``source`` through ``denoiser`` into ``sinks`` until stopped. Call ``run()``."""
 
     def __init__(self, source, denoiser: Denoiser, sinks: list, config: LoopConfig,
-                 input_sinks: tuple = (), post=None, media_clock=None):
+                 input_sinks: tuple = (), post=None, media_clock=None, pre=None):
         """``input_sinks`` get the captured audio untouched, at the capture rate (A/B,
         latency measurement); ``sinks`` get the denoised audio at their own rates.
-        ``post(block_16k) -> block_16k`` runs after the denoiser (e.g. the fault fixer).
+        ``post(block_16k) -> block_16k`` runs after the denoiser (e.g. the fault fixer); a
+        ``post`` with ``wants_background = True`` is called ``post(block, background=...)``
+        with the denoiser's residual X·(1−m) of the same samples (``Denoiser.tap_residual``).
+        ``pre(block_16k) -> block_16k`` runs on the capture before the denoiser (the fault
+        fixer's sample repairs; it may hold samples back).
         ``media_clock`` (edge.clock.mediaclock.PtpLockedStream at the capture rate): every
         captured block is stamped with PTP time in the callback and the worker resamples the
         stream so it stays locked to PTP time rather than to the card's crystal."""
         self.source, self.denoiser, self.sinks, self.config = source, denoiser, sinks, config
-        self.post = post
+        self.post, self.pre = post, pre
+        self._tap = bool(getattr(post, "wants_background", False))
+        if self._tap:
+            denoiser.tap_residual = True
         self.media_clock = media_clock
         self.input_sinks = list(input_sinks)
         self.stats = LoopStats()
@@ -161,19 +168,25 @@ class LiveLoop:
                     s.write(block)
                 if self.media_clock is not None:
                     block = self.media_clock.process(block)
-                pending = np.concatenate([pending, to_model(block)])
+                block16 = to_model(block)
+                if self.pre is not None:
+                    block16 = self.pre(block16)
+                pending = np.concatenate([pending, block16])
                 n_hops = len(pending) // hop
                 if limit is not None:
                     n_hops = min(n_hops, -(-(limit - produced) // hop))
                 out = np.empty(n_hops * hop, dtype=np.float32)
+                res = np.empty(n_hops * hop, dtype=np.float32) if self._tap else None
                 for i in range(n_hops):
                     th, ch = time.perf_counter(), time.thread_time()
                     out[i * hop:(i + 1) * hop] = den.process_hop(pending[i * hop:(i + 1) * hop])
                     st.hop_time.add(time.perf_counter() - th)
                     st.hop_cpu.add(time.thread_time() - ch)
+                    if res is not None:
+                        res[i * hop:(i + 1) * hop] = den.residual
                 pending = pending[n_hops * hop:]
                 if self.post is not None and len(out):
-                    out = self.post(out)
+                    out = self.post(out, background=res) if self._tap else self.post(out)
                 if limit is not None:
                     out = out[:limit - produced]
                 produced += len(out)

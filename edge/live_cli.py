@@ -103,8 +103,9 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
 @click.option("--telemetry", "telemetry_path", type=click.Path(dir_okay=False),
               help="With --stream: append the receiver's per-second telemetry here (JSON lines).")
 @click.option("--fix-faults", "fault_events", metavar="EVENTS.jsonl", default=None,
-              help="Detect background faults (hum, clipping, dropouts ...) on the denoised "
-                   "stream, fix them with the mixer, and log each event to this JSON-lines file.")
+              help="Detect faults (hum, clipping, dropouts ...) in the capture and in what the "
+                   "denoiser removes, repair and mix them out, and log each event (with its "
+                   "source) to this JSON-lines file.")
 @click.option("--ptp-lock", is_flag=True,
               help="Stamp captured blocks with PTP-disciplined time (CLOCK_REALTIME under "
                    "phc2sys) and resample so the stream follows PTP time, not the card's crystal.")
@@ -219,14 +220,14 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     if fault_events:
         from edge.faults.live import LiveFaultFixer
 
-        fixer = LiveFaultFixer(fault_events)
+        fixer = LiveFaultFixer(fault_events, delay_samples=model.front_end.overlap)
     media = None
     if ptp_lock:
         from edge.clock.mediaclock import PtpLockedStream
 
         media = PtpLockedStream(capture_rate)
     loop = LiveLoop(source, Denoiser(model, bypass=bypass), sinks, cfg, input_sinks=inputs,
-                    post=fixer, media_clock=media)
+                    post=fixer, media_clock=media, pre=fixer.pre if fixer else None)
     follower = None
     if active is not None:
         from edge.liveslot import SlotFollower
@@ -254,7 +255,9 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
         if follower is not None:
             follower.close()
     if fixer is not None:
+        fixer.flush()
         summary["fault_events"] = fixer.events
+        summary["fault_repairs"] = dict(fixer.repair.counts)
     summary.update(model={**loop.denoiser.model.describe(), **(loop.model_info or {})},
                    profile=prof.name, record=record, record_input=record_input,
                    input_device=str(in_dev if in_dev is not None else "default"))

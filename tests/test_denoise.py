@@ -131,3 +131,23 @@ def test_file_command_checks_its_input_before_loading_a_model(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert (r.stdout + r.stderr).strip() == f"Error: {tmp_path / 'nope.wav'}: no such file"
+
+
+def test_residual_tap_is_what_the_mask_removed(noisy_speech):
+    """Issue 19 item 1: ``tap_residual`` resynthesises X·(1−m) every hop: output + residual is
+    the input (delayed), the residual is not trivial, and bypass leaves nothing behind."""
+    den = Denoiser(StepModel(), tap_residual=True)  # the shipped model
+    x = noisy_speech[:32_000]
+    hop = den.hop
+    ys, rs = [], []
+    for i in range(0, len(x) - hop + 1, hop):
+        ys.append(den.process_hop(x[i:i + hop]))
+        rs.append(den.residual.copy())
+    y, r = np.concatenate(ys), np.concatenate(rs)
+    d = den.delay_samples
+    np.testing.assert_allclose(y[d:] + r[d:], x[:len(x) - d], atol=1e-4)
+    assert np.std(r) > 0.1 * np.std(x) and np.std(y) > 0.1 * np.std(x)
+    den.bypass = True
+    den.process_hop(x[:hop])
+    den.process_hop(x[hop:2 * hop])
+    assert np.abs(den.residual).max() < 1e-6

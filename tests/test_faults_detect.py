@@ -159,7 +159,8 @@ def test_live_loop_fix_faults_logs_and_removes_hum(synth, tmp_path):
     got, log = [], tmp_path / "events.jsonl"
     fixer = LiveFaultFixer(log)
     loop = LiveLoop(FileSource(x, SR, 160, speed=0.0), Denoiser(Bypass()),
-                    [CallbackSink(got.append)], LoopConfig(queue_blocks=4096), post=fixer)
+                    [CallbackSink(got.append)], LoopConfig(queue_blocks=4096), post=fixer,
+                    pre=fixer.pre)
     s = loop.run()
     assert s["error"] is None
     events = [json.loads(line) for line in log.read_text().splitlines()]
@@ -169,3 +170,50 @@ def test_live_loop_fix_faults_logs_and_removes_hum(synth, tmp_path):
     t = np.arange(30_000) / SR
     tone = np.exp(-2j * np.pi * 50 * t)
     assert 20 * np.log10(abs(np.dot(x[seg], tone)) / abs(np.dot(y[seg], tone))) >= 20
+
+
+def test_live_fix_faults_sees_what_the_denoiser_hides(synth, tmp_path):
+    """Issue 19 item 1, its clip (hum, clipping, a dropout, DC) through the live loop with the
+    shipped denoiser: the capture monitor finds all four (watching the denoised output found
+    only clipping and the dropout), the background monitor (the residual X·(1−m)) finds the
+    hum and the DC the denoiser removed; each event is logged with its source and the host
+    reads them with get_events; dropout and clipping are repaired before the denoiser."""
+    import json
+
+    from edge.agent import FileTelemetry
+    from edge.denoise import Denoiser
+    from edge.faults.live import LiveFaultFixer
+    from edge.live import LiveLoop, LoopConfig
+    from edge.model import StepModel
+    from edge.sinks import CallbackSink
+    from edge.sources import FileSource
+
+    prog = synth.programme(np.random.default_rng(21))
+    prog = np.r_[prog, synth.programme(np.random.default_rng(22))[:48_000]]  # 8 s
+    x, _ = inject(prog, "hum", 8_000, 40_000, seed=2, f0=50.0, snr_db=0.0)
+    x, _ = inject(x, "clipping", 48_000, 72_000, seed=1, mode="hard", level=0.4)
+    x, _ = inject(x, "dropout", 80_000, 80_800)
+    x, _ = inject(x, "dc", 96_000, 120_000, offset=0.1)
+    got, log = [], tmp_path / "events.jsonl"
+    model = StepModel()
+    fixer = LiveFaultFixer(log, delay_samples=model.front_end.overlap)
+    loop = LiveLoop(FileSource(x, SR, 160, speed=0.0), Denoiser(model),
+                    [CallbackSink(got.append)], LoopConfig(queue_blocks=4096), post=fixer,
+                    pre=fixer.pre)
+    assert loop.run()["error"] is None
+    fixer.flush()
+    seen = {(e["source"], e["kind"]) for e in fixer.events}
+    assert {("capture", k) for k in ("hum", "clipping", "dropout", "dc")} <= seen, seen
+    assert {("background", "hum"), ("background", "dc")} <= seen, seen
+    for kind, t0, t1 in (("hum", 0.5, 2.5), ("dropout", 5.0, 5.05), ("dc", 6.0, 7.5)):
+        ev = [e for e in fixer.events if e["kind"] == kind]  # on the capture's clock
+        assert all(abs(e["start_s"] - t0) < 0.08 and abs(e["end_s"] - t1) < 0.08
+                   for e in ev), ev
+    recs = FileTelemetry(log, parse=dict).records()  # what get_events hands the host
+    assert recs == [json.loads(line) for line in log.read_text().splitlines()]
+    assert {r["source"] for r in recs} == {"capture", "background"}
+    y = np.concatenate(got)
+    lag = model.front_end.overlap  # output sample i + lag is capture sample i
+    assert fixer.repair.counts["dropout"] == 1 and fixer.repair.counts["clipping"] > 0
+    out = np.abs(y[80_000 + lag:80_800 + lag])
+    assert np.sum(out < 1e-6) < 100  # filled (the bare denoiser leaves 482 of 800 at zero)

@@ -209,3 +209,70 @@ def test_streaming_mixer_changes_settings_without_clicks(programme):
     a_in = abs(np.dot(hum_x[24_000:44_000], np.exp(-2j * np.pi * 50 * t)))
     a_out = abs(np.dot(mid, np.exp(-2j * np.pi * 50 * t)))
     assert 20 * np.log10(a_in / a_out) > 20
+
+
+# ----------------------------------------------------------- live repairs (issue 19 item 1)
+
+def _stream(stage, x, seed=0):
+    """Feed x in random block sizes (as a sound card and a resampler deliver them)."""
+    rng = np.random.default_rng(seed)
+    out, i = [], 0
+    while i < len(x):
+        n = int(rng.integers(40, 700))
+        out.append(stage(x[i:i + n]))
+        i += n
+    return np.concatenate(out)
+
+
+def test_capture_repair_fills_dropouts_and_declips_live(programme):
+    from edge.faults.mixer import declip
+    from edge.faults.repair import LOOKAHEAD, CaptureRepair
+
+    L = LOOKAHEAD
+    x, f = inject(programme, "dropout", 24_000, 24_800)  # 50 ms of exact zeros
+    x, c = inject(x, "clipping", 48_000, 72_000, seed=1, mode="hard", level=0.25)
+    rep = CaptureRepair()
+    y = _stream(rep, x)
+    assert len(y) == len(x) - L  # y[i] is x[i] repaired, emitted L samples later
+    ref, xin = programme[:len(y)], x[:len(y)]
+    assert rep.counts["dropout"] == 1 and rep.counts["clipping"] > 0
+    # a forward prediction fading out over 20 ms, and (its end is only seen LOOKAHEAD samples
+    # ahead) a backward one fading in just before the audio resumes; _no_clicks below
+    assert np.all(y[f.start:f.start + 300] != 0.0) and np.all(y[f.end - 16:f.end] != 0.0)
+    thr = c.params["threshold"]
+    seg = slice(48_000, 72_000)
+    flat = lambda s: int(np.sum((np.abs(s[1:]) == np.abs(s[:-1]))  # noqa: E731
+                                & (np.abs(s[1:]) >= 0.99 * thr)))
+    off = declip(x.astype(np.float64), thr)  # the offline repair of the same run
+    assert flat(xin[seg]) > 100 and flat(y[seg]) <= flat(off[seg]) + 5 < 0.5 * flat(xin[seg])
+    assert sisdr(ref[seg], y[seg]) > sisdr(ref[seg], xin[seg]) + 3.0  # measured +4.6 dB
+    assert sisdr(ref[seg], y[seg]) > sisdr(ref[seg], off[seg][:len(y)]) - 0.2
+    assert sisdr(ref, y) > sisdr(ref, xin)
+    _no_clicks(y, programme)
+    # clean audio goes through untouched (only delayed): no false repairs
+    clean = CaptureRepair()
+    z = _stream(clean, programme, seed=3)
+    np.testing.assert_array_equal(z, programme[:len(z)])
+    assert clean.counts == {"dropout": 0, "clipping": 0}
+
+
+def test_live_hiss_gate_from_a_hiss_event(programme):
+    """A hiss event (live_settings -> expand_below_db) turns on the streaming downward
+    expander: the hiss between words drops, the speech stays, no clicks."""
+    from edge.faults.events import Event
+
+    x, f = inject(programme, "hiss", 0, len(programme), seed=2, snr_db=10, colour="white")
+    hiss = x - programme
+    floor = float(10 * np.log10(np.mean(hiss ** 2)))
+    settings = Strategies.load().live_settings(
+        [Event("hiss", 0.0, 6.0, 0.9, {"floor_dbfs": round(floor, 1)})])
+    assert settings == {"expand_below_db": round(floor + 6.0, 1)}
+    m = Mixer()
+    m.set(**settings)
+    y = np.concatenate([m.process(x[i:i + 160]) for i in range(0, len(x), 160)])
+    _no_clicks(y, x)
+    e = np.convolve(programme ** 2, np.ones(320) / 320, "same")
+    quiet, loud = e < np.percentile(e, 20), e > np.percentile(e, 80)
+    quiet[:8000] = loud[:8000] = False  # after the strip's 30 ms fade-in
+    gain_db = lambda m_: 10 * np.log10(np.mean(y[m_] ** 2) / np.mean(x[m_] ** 2))  # noqa: E731
+    assert gain_db(quiet) < -4 and gain_db(loud) > -1.5  # measured -5.9 and -0.01 dB

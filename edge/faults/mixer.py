@@ -126,13 +126,13 @@ def limiter(x: np.ndarray, ceiling: float = 0.98, sr: int = SR, release_ms: floa
     return x * out
 
 
-def declip(x: np.ndarray, threshold: float, ctx: int = 24, max_gain: float = 2.0
-           ) -> np.ndarray:
+def declip(x: np.ndarray, threshold: float, ctx: int = 24, max_gain: float = 2.0,
+           bad: np.ndarray | None = None) -> np.ndarray:
     """Replace runs of samples at the clipping level by a cubic spline through the unclipped
     neighbours (``ctx`` samples either side), kept between the clip level and ``max_gain``
-    times it."""
+    times it. ``bad``: which samples to replace (default: all at >= 99.5 % of the level)."""
     y = np.asarray(x, dtype=np.float64).copy()
-    bad = np.abs(y) >= 0.995 * threshold
+    bad = np.abs(y) >= 0.995 * threshold if bad is None else np.asarray(bad, dtype=bool)
     if not bad.any() or bad.all():
         return y
     d = np.diff(np.r_[0, bad.astype(np.int8), 0])
@@ -275,12 +275,34 @@ def fix(x: np.ndarray, events: list[Event], strategies, sr: int = SR) -> np.ndar
 
 
 # ---------------------------------------------------------------------------- streaming
+class StreamExpander:
+    """``expander`` with its envelope and gain state kept across blocks: the live hiss gate
+    (below ``threshold_db`` the level falls ``ratio`` times faster, at most 30 dB)."""
+
+    def __init__(self, threshold_db: float, ratio: float = 2.0, sr: int = SR,
+                 attack_ms: float = 5.0, release_ms: float = 80.0):
+        self.threshold_db, self.ratio = threshold_db, ratio
+        self.r = np.exp(-1 / (sr * release_ms / 1000))
+        self.a = np.exp(-1 / (sr * attack_ms / 1000))
+        self.zi_env, self.zi_g = np.zeros(1), np.ones(1) * (1 - self.a)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        env, self.zi_env = lfilter([1 - self.r], [1, -self.r], x ** 2, zi=self.zi_env)
+        lvl = 10 * np.log10(env + 1e-20)
+        gain_db = np.where(lvl < self.threshold_db,
+                           (lvl - self.threshold_db) * (self.ratio - 1), 0.0)
+        g, self.zi_g = lfilter([1 - self.a], [1, -self.a], 10 ** (np.maximum(gain_db, -30) / 20),
+                               zi=self.zi_g)
+        return x * g
+
+
 class Strip:
-    """Causal channel strip with state: DC blocker → high-pass → notches → gain → limiter."""
+    """Causal channel strip with state: DC blocker → high-pass → notches → gain → hiss
+    gate (downward expander below ``expand_below_db``) → limiter."""
 
     def __init__(self, highpass_hz: float | None = None, notches: tuple[float, ...] = (),
                  gain_db: float = 0.0, dc_block: bool = True, ceiling: float = 0.98,
-                 sr: int = SR):
+                 sr: int = SR, expand_below_db: float | None = None):
         secs = []
         if dc_block:  # 1st-order DC blocker, corner ≈ 5 Hz
             secs.append(tf2sos([1, -1], [1, -(1 - 2 * np.pi * 5 / sr)]))
@@ -291,6 +313,8 @@ class Strip:
         self.sos = np.concatenate(secs) if secs else np.zeros((0, 6))
         self.zi = np.zeros((len(self.sos), 2))
         self.gain = 10 ** (gain_db / 20)
+        self.expander = StreamExpander(expand_below_db, sr=sr) \
+            if expand_below_db is not None else None
         self.ceiling, self.g_lim = ceiling, 1.0
         self.release = np.exp(-1 / (sr * 0.05))
 
@@ -331,6 +355,8 @@ class Strip:
             y, self.zi = sosfilt(self.sos, y, zi=self.zi)
         if self.gain != 1.0:
             y = y * self.gain
+        if self.expander is not None:
+            y = self.expander.process(y)
         peak = max(y.max(initial=0.0), -y.min(initial=0.0))
         if peak <= self.ceiling and self.g_lim == 1.0:
             return y  # the usual case: the limiter is idle

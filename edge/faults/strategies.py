@@ -10,6 +10,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edge.errors import HushlinkError
 from edge.faults import FAULT_TYPES
 from edge.faults.events import Event
@@ -17,7 +19,8 @@ from edge.faults.events import Event
 DEFAULT_PATH = Path(__file__).resolve().parent / "strategies.toml"
 OPS = {"highpass", "notch", "cancel_tones", "gain", "gate", "expander", "limiter", "eq",
        "dc_subtract", "declip", "conceal"}
-LIVE_KEYS = {"highpass_hz", "notches", "gain_db"}
+LIVE_KEYS = {"highpass_hz", "notches", "gain_db", "expand_below_db"}
+GATE_ABOVE_FLOOR_DB = 6.0  # the live hiss gate opens this far above the measured floor
 
 
 def derived(params: dict) -> dict:
@@ -28,6 +31,8 @@ def derived(params: dict) -> dict:
                                for k in range(1, int(d.get("harmonics", 1)) + 1)]
     if "freq_hz" in d:
         d["howl_freqs"] = [d["freq_hz"]]
+    if "floor_dbfs" in d:
+        d["gate_threshold_db"] = round(d["floor_dbfs"] + GATE_ABOVE_FLOOR_DB, 1)
     return d
 
 
@@ -87,12 +92,15 @@ class Strategies:
         for ev in events:
             params = derived(ev.params)
             for k, v in self.table.get(ev.kind, {}).get("live", {}).items():
+                if isinstance(v, str) and v not in params:
+                    continue  # just opened: too little audio yet to measure it
                 v = self._resolve(v, params, ev.kind)
                 if k == "notches":  # 0.1 Hz steps: re-measuring does not rebuild the strip
                     v = {round(float(f), 1) for f in v}
                     out["notches"] = tuple(sorted(set(out.get("notches", ())) | v))
-                elif k == "highpass_hz":
-                    out[k] = max(out.get(k, 0.0), float(v))
+                elif k in ("highpass_hz", "expand_below_db"):
+                    out[k] = max(out.get(k, -np.inf if k == "expand_below_db" else 0.0),
+                                 float(v))
                 else:
                     out[k] = min(out.get(k, 0.0), float(v))
         return out
