@@ -3,14 +3,15 @@
 * classifier quality on the synthetic held-out split (speakers and noises unseen in
   training): frame-level macro F1 (target ≥ 0.9), accuracy, per-class P/R/F1, event onset and
   offset errors, through the int8 TFLite model and the runtime's own block stitching;
-* false alarms on 30 minutes of clean held-out speech (full pipeline: detect + measure);
+* false alarms on 30 minutes of clean held-out speech (full pipeline: coarse pre-check,
+  detect, measure), and without the pre-check; the recall of steady faults with and without;
 * repair quality on injected faults: hum at the fundamental, rumble below the corner, DC,
   SI-SDR before/after, largest sample jump relative to the programme's own;
 * cost: int8 classifier per 10 ms hop (target ≤ 0.2 ms), streaming mixer per hop (target
   ≤ 0.1 ms), offline fix per hop of a faulty segment.
 
 Writes benchmarks/results/faults.json and faults.md (+ faults_confusion.png).
-Usage: python benchmarks/faults.py [--clips 200] [--clean-minutes 30] [--model PATH]
+Usage: python benchmarks/faults.py [--clips 200] [--clean-minutes 30] [--model PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -56,16 +57,41 @@ def quality(model: TFLiteFaultModel, n: int) -> dict:
 
 
 def false_alarms(model, minutes: float) -> dict:
+    """Events on clean held-out speech, with the coarse pre-check (the pipeline) and
+    without it (classifier + measurement only)."""
     synth = Synth("test", 5.0)
     n = int(minutes * 60 / 5)
-    found = []
+    found, without = [], []
     for i in range(n):
         x = synth.programme(np.random.default_rng(900_000 + i))
-        evs, _ = analyse(x, model)
-        found += [{"clip": i, "kind": e.kind, "start_s": round(e.start_s, 2),
-                   "dur_s": round(e.duration_s, 3)} for e in evs]
+        for coarse, dst in ((True, found), (False, without)):
+            evs, _ = analyse(x, model, coarse=coarse)
+            dst += [{"clip": i, "kind": e.kind, "start_s": round(e.start_s, 2),
+                     "dur_s": round(e.duration_s, 3)} for e in evs]
     return {"minutes": round(n * 5 / 60, 2), "events": len(found),
-            "per_hour": round(len(found) / (n * 5 / 3600), 2), "list": found[:50]}
+            "per_hour": round(len(found) / (n * 5 / 3600), 2), "list": found[:50],
+            "events_without_precheck": len(without), "list_without_precheck": without[:50]}
+
+
+def precheck_recall(model, n_seeds: int) -> dict:
+    """Each fault the pre-check looks at (0.3-2.4 s, random place) injected into held-out
+    speech on seeds that did not set its thresholds: share still detected, with/without."""
+    synth = Synth("test", 5.0)
+    hit = {k: [0, 0, 0] for k in ("howl", "hum", "hiss", "clipping")}  # with, without, all
+    for seed in range(7000, 7000 + n_seeds):  # the thresholds were set on others
+        rng = np.random.default_rng(seed)
+        prog = synth.programme(np.random.default_rng(seed))
+        for kind in hit:
+            n = int(rng.uniform(0.3, 2.4) * SR)
+            s = int(rng.integers(8000, len(prog) - n - 4000))
+            x, _ = inject(prog, kind, s, s + n, seed=seed)
+            hit[kind][2] += 1
+            for j, coarse in ((0, True), (1, False)):
+                evs, _ = analyse(x, model, coarse=coarse)
+                hit[kind][j] += any(e.kind == kind and e.start_s < (s + n) / SR
+                                    and e.end_s > s / SR for e in evs)
+    return {k: {"with": round(a / n, 3), "without": round(b / n, 3), "faults": n}
+            for k, (a, b, n) in hit.items()}
 
 
 def repairs(n_seeds: int = 6) -> dict:
@@ -178,7 +204,11 @@ def markdown(r: dict) -> str:
              f"{c['mixer_ms_per_hop']:.3f} ms | ≤ 0.1 ms |",
              f"| offline hum fix per hop | {c['offline_fix_hum_ms_per_hop']:.3f} ms | |",
              f"| false alarms on {fa['minutes']} min of clean speech | {fa['events']} "
-             f"({fa['per_hour']} per hour) | 0 |", "",
+             f"({fa['per_hour']} per hour; {fa['events_without_precheck']} without the "
+             f"coarse pre-check) | 0 |",
+             "| faults still found with the pre-check (without) | " + ", ".join(
+                 f"{k} {v['with']:.3f} ({v['without']:.3f})" for k, v in
+                 r["precheck_recall"].items()) + " | no loss |", "",
              "| fault | precision | recall | F1 | event F1 | onset err (median) | "
              "offset err (median) | onsets ≤ 50 ms | offsets ≤ 50 ms |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -205,8 +235,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=200)
     ap.add_argument("--clean-minutes", type=float, default=30.0)
+    ap.add_argument("--recall-seeds", type=int, default=60)
     ap.add_argument("--model")
+    ap.add_argument("--quick", action="store_true",
+                    help="60 clips, 40 recall seeds (the clean minutes stay as given); "
+                    "writes faults_quick.*")
     a = ap.parse_args()
+    if a.quick:
+        a.clips, a.recall_seeds = 60, 40
     import platform
     model = TFLiteFaultModel(a.model)
     t0 = time.time()
@@ -219,13 +255,18 @@ def main() -> None:
     print("macro F1", r["quality"]["macro_f1"], flush=True)
     r["repairs"] = repairs()
     r["false_alarms"] = false_alarms(model, a.clean_minutes)
-    print("false alarms", r["false_alarms"]["events"], flush=True)
+    print("false alarms", r["false_alarms"]["events"], "without the pre-check",
+          r["false_alarms"]["events_without_precheck"], flush=True)
+    r["precheck_recall"] = precheck_recall(model, a.recall_seeds)
+    print("pre-check recall", r["precheck_recall"], flush=True)
     r["seconds"] = round(time.time() - t0, 1)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "faults.json").write_text(json.dumps(r, indent=1))
+    name = "faults_quick" if a.quick else "faults"  # a quick run keeps the full results
+    (OUT / f"{name}.json").write_text(json.dumps(r, indent=1))
     confusion_png(r["quality"]["confusion"], r["quality"]["confusion_labels"],
-                  OUT / "faults_confusion.png")
-    (OUT / "faults.md").write_text(markdown(r))
+                  OUT / f"{name}_confusion.png")
+    (OUT / f"{name}.md").write_text(markdown(r).replace("faults_confusion.png",
+                                                        f"{name}_confusion.png"))
     print(markdown(r))
 
 

@@ -19,16 +19,21 @@ SR = PROCESSING_RATE
 REFINED = {"hum", "dc", "dropout", "clipping"}  # edges that measurement makes exact
 
 
-def analyse(x: np.ndarray, model=None, cfg: EventConfig = EventConfig()
+def analyse(x: np.ndarray, model=None, cfg: EventConfig = EventConfig(), coarse: bool = True
             ) -> tuple[list[Event], dict]:
-    """(n,) 16 kHz float32 -> (measured events, clip-level probabilities)."""
+    """(n,) 16 kHz float32 -> (measured events, clip-level probabilities). ``coarse``: the
+    pre-check (edge.faults.precheck) must pass too."""
     from edge.faults.detect import TFLiteFaultModel, detect
     from edge.faults.measure import confirmed, measure
+    from edge.faults.precheck import precheck
 
     det = detect(x, model or TFLiteFaultModel(), cfg)
     out = []
     for ev in det.events:
-        p = measure(ev.kind, x, round(ev.start_s * SR), round(ev.end_s * SR), SR)
+        a, b = round(ev.start_s * SR), round(ev.end_s * SR)
+        if coarse and not precheck(ev.kind, x, a, b):
+            continue  # the coarse stage finds nothing of the kind there
+        p = measure(ev.kind, x, a, b, SR)
         if not confirmed(ev.kind, p, ev.confidence):
             continue  # the measurement contradicts it (no zeros, no tone, no offset ...)
         s = p["start"] if ev.kind in REFINED else ev.start_s * SR
