@@ -258,6 +258,7 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
         fixer.flush()
         summary["fault_events"] = fixer.events
         summary["fault_repairs"] = dict(fixer.repair.counts)
+        summary["fault_events_rejected"] = fixer.rejected  # by the pre-check / measurement
     summary.update(model={**loop.denoiser.model.describe(), **(loop.model_info or {})},
                    profile=prof.name, record=record, record_input=record_input,
                    input_device=str(in_dev if in_dev is not None else "default"))

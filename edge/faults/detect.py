@@ -265,6 +265,15 @@ class FaultMonitor:
     def flush(self) -> list[Event]:
         return self.tracker.push(self.stitcher.flush()) + self.tracker.flush()
 
+    def recent(self, ev: Event) -> tuple[np.ndarray, int, int] | None:
+        """(audio, start, end): the kept audio and the part of ``ev``'s span still in it
+        (samples), or None when all of it has left the ``ring_s`` seconds kept."""
+        sr = self.fe.sample_rate
+        ring0 = self.n_samples - len(self._ring)
+        a = max(0, round(ev.start_s * sr) - ring0)
+        b = min(len(self._ring), round(ev.end_s * sr) - ring0)
+        return (self._ring, a, b) if b > a else None
+
     def active(self) -> list[Event]:
         """Events open now (end = the newest classified frame), with parameters measured on
         the recent audio, for a live mixer to act on while the fault lasts."""

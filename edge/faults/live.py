@@ -7,11 +7,13 @@ offset from 0.100 to 0.004), so the monitor does not watch its output. It watche
 * the background (``__call__``'s ``background``): the denoiser's residual X·(1−m), exactly
   what it separated out of the programme and so hides from the output.
 
-Every closed event is logged (JSON lines, with ``source`` "capture" or "background" and times
-in seconds of capture) so the host reads it with ``get_events``. The mixer on the output is
-re-planned ten times a second from the events open in either stream (hum notches, rumble
-high-pass, howl notch, hiss gate, clipping gain), and ``pre`` repairs dropouts and clipped
-runs on the capture sample by sample (edge.faults.repair) before the denoiser sees them.
+Every closed event that passes the same coarse pre-check and measurement as offline
+(edge.faults.precheck, measure.confirmed) is logged (JSON lines, with ``source`` "capture" or
+"background" and times in seconds of capture) so the host reads it with ``get_events``. The
+mixer on the output is re-planned ten times a second from the events open in either stream
+(hum notches, rumble high-pass, howl notch, hiss gate, clipping gain), and ``pre`` repairs
+dropouts and clipped runs on the capture sample by sample (edge.faults.repair) before the
+denoiser sees them.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class LiveFaultFixer:
 
     def __init__(self, events_path: str | Path | None = None, on_event=None,
                  model: TFLiteFaultModel | None = None, delay_samples: int = 160,
-                 repair: bool = True):
+                 repair: bool = True, confirm: bool = True):
         model = model or TFLiteFaultModel()  # one interpreter, both monitors (one thread)
         self.monitors = {"capture": FaultMonitor(model), "background": FaultMonitor(model)}
         self.mixer, self.strategies = Mixer(), Strategies.load()
@@ -48,12 +50,30 @@ class LiveFaultFixer:
         # in samples: it emits every sample, LOOKAHEAD samples later)
         self.lag_s = {"capture": 0.0, "background": delay_samples / SR}
         self.events: list[dict] = []
+        self.confirm = confirm  # the coarse pre-check and the measurement, as offline
+        self.rejected = 0
         self._path = Path(events_path) if events_path else None
         self._on_event = on_event
         self._since_plan = REPLAN_SAMPLES
 
+    def _stands(self, source: str, ev) -> bool:
+        """The offline pipeline's two checks on the closed event's audio (still in the
+        monitor's 3 s ring; an event longer than that is checked on what is left)."""
+        from edge.faults.measure import confirmed, measure
+        from edge.faults.precheck import precheck
+
+        got = self.monitors[source].recent(ev)
+        if not self.confirm or got is None:
+            return True
+        x, a, b = got
+        return precheck(ev.kind, x, a, b) and confirmed(
+            ev.kind, measure(ev.kind, x, a, b, SR), ev.confidence)
+
     def _log(self, source: str, events) -> None:
         for ev in events:
+            if not self._stands(source, ev):
+                self.rejected += 1
+                continue
             rec = ev.as_dict()
             lag = self.lag_s[source]
             rec["start_s"] = round(max(0.0, rec["start_s"] - lag), 4)
