@@ -16,6 +16,7 @@ import soundfile as sf
 import soxr
 
 from edge.errors import AudioError
+from edge.outpaths import atomic_temp
 
 PROCESSING_RATE = 16_000
 MAX_SECONDS = 4 * 3600  # longer than any plausible recording; guards against corrupt headers
@@ -124,7 +125,7 @@ def save_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = PROCESS
     if not p.parent.exists():
         raise AudioError(f"{p.parent}: output directory does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+        fd, tmp = atomic_temp(p)  # the umask's mode, not mkstemp's 0600
     except OSError as e:
         raise AudioError(f"{p}: cannot write ({e.strerror or e})") from None
     os.close(fd)

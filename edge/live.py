@@ -283,8 +283,22 @@ def _peak_rss_mb() -> float:
 
 
 @contextlib.contextmanager
-def signal_handlers(loop: LiveLoop, on_toggle=None):
-    """SIGINT/SIGTERM stop the loop cleanly; SIGUSR1 toggles bypass. Restored afterwards."""
+def startup_toggles():
+    """Count SIGUSR1 while the loop is being set up (model loading, device opening): its
+    default action would kill the process. Yields the list of pending toggles, which
+    ``signal_handlers(loop, pending=...)`` applies once the loop exists."""
+    pending: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: pending.append(signum))
+    try:
+        yield pending
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+@contextlib.contextmanager
+def signal_handlers(loop: LiveLoop, on_toggle=None, pending: list | None = None):
+    """SIGINT/SIGTERM stop the loop cleanly; SIGUSR1 toggles bypass. Restored afterwards.
+    ``pending``: SIGUSR1s caught during start-up (``startup_toggles``), applied now."""
     def stop(signum, frame):
         loop.stop()
 
@@ -297,6 +311,8 @@ def signal_handlers(loop: LiveLoop, on_toggle=None):
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, toggle)
+    while pending:
+        toggle(pending.pop(), None)
     try:
         yield
     finally:

@@ -140,22 +140,20 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
     if model_path and state_dir:
         raise click.UsageError("--model and --state-dir exclude each other (--state-dir runs "
                                "the flashed bundle)")
-    extra = []
-    if stream:
-        extra.append(network_sink(stream, bitrate, buffer, share, telemetry_path))
-    elif telemetry_path:
+    if telemetry_path and not stream:
         raise click.UsageError("--telemetry needs --stream")
-    ctx = click.get_current_context()
-    pinned = frozenset(key for opt, key in (("bitrate", "bitrate_kbps"), ("buffer", "buffer_ms"),
-                                            ("share", "share"))
-                       if ctx.get_parameter_source(opt).name in ("COMMANDLINE", "ENVIRONMENT"))
-    summary = run_live(duration=duration, device=device, output_device=output_device,
-                       profile_name=profile_name, model_path=model_path, rate=rate,
-                       record=record, record_input=record_input,
-                       play=play if play is not None or not stream else False, bypass=bypass,
-                       resample_quality=resample_quality, quiet=quiet, extra_sinks=extra,
-                       fault_events=fault_events, ptp_lock=ptp_lock, state_dir=state_dir,
-                       transport_pinned=pinned)
+    from edge.live import startup_toggles
+    from edge.outpaths import check_output
+
+    for path, what in ((record, "recording"), (record_input, "input recording"),
+                       (summary_path, "summary"), (telemetry_path, "telemetry log"),
+                       (fault_events, "fault-event log")):
+        check_output(path, what)  # before the model loads and the audio starts
+    with startup_toggles() as pending:  # SIGUSR1 while starting toggles, never kills
+        summary = _live(duration, device, output_device, profile_name, model_path, state_dir,
+                        rate, record, record_input, play, bypass, resample_quality, stream,
+                        bitrate, buffer, share, telemetry_path, fault_events, ptp_lock, quiet,
+                        pending)
     text = json.dumps(summary, indent=1)
     click.echo(text)
     if summary_path:
@@ -166,17 +164,42 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
         sys.exit(1)
 
 
+def _live(duration, device, output_device, profile_name, model_path, state_dir, rate, record,
+          record_input, play, bypass, resample_quality, stream, bitrate, buffer, share,
+          telemetry_path, fault_events, ptp_lock, quiet, pending) -> dict:
+    extra = []
+    if stream:
+        from edge.transport.links import parse_url, resolve
+
+        resolve(parse_url(stream)[1])  # an unknown host is an error now
+        extra.append(network_sink(stream, bitrate, buffer, share, telemetry_path))
+    ctx = click.get_current_context()
+    pinned = frozenset(key for opt, key in (("bitrate", "bitrate_kbps"), ("buffer", "buffer_ms"),
+                                            ("share", "share"))
+                       if ctx.get_parameter_source(opt).name in ("COMMANDLINE", "ENVIRONMENT"))
+    return run_live(duration=duration, device=device, output_device=output_device,
+                    profile_name=profile_name, model_path=model_path, rate=rate,
+                    record=record, record_input=record_input,
+                    play=play if play is not None or not stream else False, bypass=bypass,
+                    resample_quality=resample_quality, quiet=quiet, extra_sinks=extra,
+                    fault_events=fault_events, ptp_lock=ptp_lock, state_dir=state_dir,
+                    transport_pinned=pinned, pending_toggles=pending)
+
+
 def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
              model_path=None, rate=None, record=None, record_input=None, play=None,
              bypass=False, resample_quality="MP", quiet=True, extra_sinks=(),
              fault_events=None, ptp_lock=False, state_dir=None,
-             transport_pinned=frozenset()) -> dict:
+             transport_pinned=frozenset(), pending_toggles=None) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 
     ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
     ``fault_events``: a JSON-lines path; turns on the fault monitor and mixer after the model.
     ``state_dir``: run the slot store's active bundle and follow its switches
     (edge/liveslot.py); ``transport_pinned``: sender parameters a bundle may not change.
+    ``pending_toggles``: SIGUSR1s caught during start-up (edge.live.startup_toggles).
+    ``ptp_lock`` without a locked PTP clock warns and runs on the card's clock: CLOCK_REALTIME
+    alone is no reference, and its "rate error" (hundreds of ppm) would be noise.
     """
     from rich.live import Live
 
@@ -222,7 +245,15 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
 
         fixer = LiveFaultFixer(fault_events, delay_samples=model.front_end.overlap)
     media = None
+    ptp_off = None
     if ptp_lock:
+        from edge.clock.cli import lock_problem
+
+        ptp_off = lock_problem()
+        if ptp_off:
+            err_console.print(f"edge-denoise live: warning: --ptp-lock ignored: {ptp_off}; "
+                              "the stream follows the sound card's clock")
+    if ptp_lock and not ptp_off:
         from edge.clock.mediaclock import PtpLockedStream
 
         media = PtpLockedStream(capture_rate)
@@ -249,7 +280,8 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
             status.update(lp.stats.status_line(lp.audio_s, lp.denoiser.bypass), refresh=True)
 
     try:
-        with signal_handlers(loop), status if not quiet else _nothing():
+        with signal_handlers(loop, pending=pending_toggles), \
+                status if not quiet else _nothing():
             summary = loop.run(on_status)
     finally:
         if follower is not None:
@@ -259,6 +291,8 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
         summary["fault_events"] = fixer.events
         summary["fault_repairs"] = dict(fixer.repair.counts)
         summary["fault_events_rejected"] = fixer.rejected  # by the pre-check / measurement
+    if ptp_off:
+        summary["ptp_lock"] = f"off: {ptp_off}"
     summary.update(model={**loop.denoiser.model.describe(), **(loop.model_info or {})},
                    profile=prof.name, record=record, record_input=record_input,
                    input_device=str(in_dev if in_dev is not None else "default"))

@@ -27,13 +27,13 @@ import select
 import socket
 import statistics
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge.errors import HushlinkError
+from edge.outpaths import atomic_temp
 from edge.transport.links import enable_rx_timestamps, recv_stamped
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,7 @@ class _Base:
     def write_truth(self) -> None:
         if not self.truth_path:
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.truth_path.name}.",
-                                   dir=self.truth_path.parent)
+        fd, tmp = atomic_temp(self.truth_path)
         with os.fdopen(fd, "w") as fh:
             json.dump(self.truth(), fh, indent=1)
         os.replace(tmp, self.truth_path)

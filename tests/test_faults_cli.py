@@ -34,7 +34,7 @@ def _args(*a):
 
 def test_detect_fix_report(faulty_wav, tmp_path):
     out, js, rep = tmp_path / "fixed.wav", tmp_path / "ev.json", tmp_path / "report.html"
-    r = CliRunner().invoke(cli, _args("faults", str(faulty_wav), "--json", str(js), "--fix",
+    r = CliRunner().invoke(cli, _args("faults", str(faulty_wav), "--events", str(js), "--fix",
                                       str(out), "--report", str(rep)))
     assert r.exit_code == 0, r.output
     assert "hum" in r.output
@@ -46,8 +46,9 @@ def test_detect_fix_report(faulty_wav, tmp_path):
     assert info.samplerate == 48_000 and info.frames == sf.info(faulty_wav).frames
     assert "<img" in rep.read_text() and (tmp_path / "report_waveform.png").stat().st_size
     assert (tmp_path / "report_spectrogram.png").stat().st_size
-    r = CliRunner().invoke(cli, _args("faults", str(faulty_wav), "--print-json"))
-    assert r.exit_code == 0 and json.loads(r.output)["events"]
+    for flag in ("--json", "--print-json"):  # --json prints, as everywhere; the old spelling
+        r = CliRunner().invoke(cli, _args("faults", str(faulty_wav), flag))
+        assert r.exit_code == 0 and json.loads(r.output)["events"]
 
 
 @pytest.mark.parametrize("case", ["missing", "not-audio", "same-out", "bad-strategy",

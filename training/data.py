@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from scipy.signal import fftconvolve, lfilter
 from edge.audio import load_audio
 from edge.dsp import DEFAULT_FRONT_END, FrontEnd, ideal_ratio_mask, log_power, stft
 from edge.errors import AudioError, HushlinkError
+from edge.outpaths import atomic_temp
 from training.config import DataConfig
 
 RATE = 16_000
@@ -175,10 +175,9 @@ def make_manifest(cfg: DataConfig, root: Path, seed: int,
 def write_json(path: Path, obj: dict) -> None:
     """Atomic JSON write (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = atomic_temp(path, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
-    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 

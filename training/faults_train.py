@@ -430,7 +430,7 @@ def run(cfg: FaultTrainConfig, out: Path, report_dir: Path, log=print,
 def _cli():
     import click
 
-    @click.command("faults")
+    @click.command("faults", context_settings={"help_option_names": ["-h", "--help"]})
     @click.option("--config", "-c", "config", type=click.Path(exists=True, dir_okay=False),
                   help="TOML with FaultTrainConfig fields (hidden, minutes, train_clips ...).")
     @click.option("--out", "-o", type=click.Path(dir_okay=False),

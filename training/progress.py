@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from edge.outpaths import atomic_temp
 
 STDERR = Console(stderr=True)
 
@@ -51,7 +52,7 @@ def bar(description: str, total: int, quiet: bool = False):
 def save_checkpoint(path: Path, obj: dict) -> None:
     """torch.save to a temp file then rename: a crash never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = atomic_temp(path, suffix=".tmp")
     os.close(fd)
     torch.save(obj, tmp)
     os.replace(tmp, path)

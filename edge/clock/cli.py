@@ -181,6 +181,22 @@ def read_status(iface: str | None) -> list[dict]:
     return rows
 
 
+def lock_problem() -> str | None:
+    """Why PTP time cannot be followed now (no clock instance, none locked), or None when
+    one instance is locked, in holdover, or the master (whose clock is the reference)."""
+    from edge.clock.config import ClockError
+
+    try:
+        rows = read_status(None)
+    except ClockError as e:
+        return str(e)
+    if any(r.get("lock") in ("locked", "holdover", "master") for r in rows):
+        return None
+    return "no PTP clock is locked (" + "; ".join(
+        f"{r.get('iface', '?')}: {r.get('lock')}, {r.get('reason') or 'no reason given'}"
+        for r in rows) + ")"
+
+
 @clock_group.command("stop")
 @click.option("--iface", help="Only this interface (default: every running instance).")
 def stop_cmd(iface) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -14,6 +13,7 @@ import numpy as np
 from edge.audio import PROCESSING_RATE, load_audio, same_file, save_audio
 from edge.errors import HushlinkError
 from edge.faults.events import Event, EventConfig
+from edge.outpaths import atomic_temp
 
 SR = PROCESSING_RATE
 REFINED = {"hum", "dc", "dropout", "clipping"}  # edges that measurement makes exact
@@ -45,7 +45,7 @@ def analyse(x: np.ndarray, model=None, cfg: EventConfig = EventConfig(), coarse:
 def _atomic_write(path: Path, data: bytes) -> None:
     if not path.parent.exists():
         raise HushlinkError(f"{path.parent}: output directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = atomic_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -146,7 +146,7 @@ def run_faults(inp: str, json_path: str | None = None, fix_path: str | None = No
 
 @click.command("faults")
 @click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+@click.option("--events", "json_path", type=click.Path(dir_okay=False),
               help="Write the events (with measured parameters) as JSON here.")
 @click.option("--fix", "fix_path", type=click.Path(dir_okay=False),
               help="Write the repaired audio here (same rate as IN).")
@@ -157,7 +157,9 @@ def run_faults(inp: str, json_path: str | None = None, fix_path: str | None = No
 @click.option("--strategies", type=click.Path(dir_okay=False),
               help="Strategy list TOML (default: edge/faults/strategies.toml).")
 @click.option("--channel", type=int, help="Use this channel instead of the downmix.")
-@click.option("--print-json", "print_json", is_flag=True, help="Print the JSON to stdout.")
+@click.option("--json", "print_json", is_flag=True,
+              help="Print the events as JSON to stdout (as --json does in every command).")
+@click.option("--print-json", "print_json", is_flag=True, hidden=True)  # the old spelling
 def faults_command(inp, json_path, fix_path, report_path, model, strategies, channel,
                    print_json) -> None:
     """Detect and fix background audio faults (hum, clipping, dropouts ...)."""

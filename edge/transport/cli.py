@@ -80,11 +80,14 @@ def send_cmd(path, url, capacity, loop, params_file, bitrate, buffer, share, fec
 
     from edge.audio import load_audio
     from edge.cliutil import err_console
+    from edge.outpaths import check_output
     from edge.paramfollow import ParamsFile, describe_change
-    from edge.transport.links import parse_url
+    from edge.transport.links import parse_url, resolve
     from edge.transport.sender import Sender, send_file
 
-    proto = parse_url(url)[0]
+    proto, host, _ = parse_url(url)
+    resolve(host)  # an unknown host fails now, not as 24 silent retries and exit 0
+    check_output(telemetry_path, "telemetry log")
     params = _params(bitrate, buffer, share, fec, loss_hint, proto)
     follow = ParamsFile(params_file) if params_file else None
     if follow is not None:
@@ -160,8 +163,12 @@ def receive_cmd(listen, protocol, play, record, duration, peer, tap, bitrate, bu
 
     if play and record:
         raise click.UsageError("use --play or --record, not both")
+    from edge.outpaths import check_output
+
     if record and not Path(record).parent.exists():
         raise HushlinkError(f"{Path(record).parent}: output directory does not exist")
+    check_output(record, "recording")
+    check_output(telemetry_path, "telemetry log")
     params = _params(bitrate, buffer, share, fec, loss_hint, protocol)
     player = _Player() if play else None
     log = _telemetry(telemetry_path)

@@ -40,6 +40,16 @@ def parse_hostport(s: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def resolve(host: str) -> str:
+    """The IPv4 address of ``host``; an unknown name is a TransportError at once (a sender
+    retrying a name that will never resolve would only drop every packet)."""
+    try:
+        return socket.gethostbyname(host)
+    except (socket.gaierror, UnicodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise TransportError(f"cannot resolve host {host!r}: {why}") from None
+
+
 def bind_error(addr: tuple[str, int], proto: str, e: OSError) -> TransportError:
     if e.errno == errno.EADDRINUSE:
         return TransportError(f"{proto}://{addr[0]}:{addr[1]} is already in use; stop the other "
@@ -77,7 +87,7 @@ class UdpLink:
     proto = "udp"
 
     def __init__(self, host: str, port: int) -> None:
-        self.peer = (socket.gethostbyname(host), port)
+        self.peer = (resolve(host), port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.settimeout(0.2)
 
