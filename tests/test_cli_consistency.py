@@ -134,3 +134,18 @@ def test_live_survives_sigusr1_during_start_up_and_warns_without_ptp(tmp_path):
     assert s["ptp_lock"].startswith("off: no clock instance")
     assert s.get("media_clock_ppm") is None
     assert "--ptp-lock ignored" in p.stderr
+
+
+@pytest.mark.parametrize("args", [["faults", "--out", "{f}/x/m.tflite", "--minutes", "0.01"],
+                                  ["faults", "--report-dir", "{f}/r", "--minutes", "0.01"],
+                                  ["export", "--out", "{f}/e"]])
+def test_training_refuses_an_output_under_a_file_before_training(tmp_path, args):
+    """A path that can never be created (under a regular file) is refused before any work."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = [a.format(f=blocker) for a in args]
+    t0 = time.monotonic()
+    r = CliRunner().invoke(train_cli, args)
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("Error:") and "is a file" in r.output, r.output
+    assert time.monotonic() - t0 < 30

@@ -171,6 +171,9 @@ def student_cmd(config, work, as_json, quiet, overrides, device, workers, bf16, 
               help="Also install the int8 model as edge/models/default.tflite + .json.")
 def export_cmd(config, work, as_json, quiet, overrides, out, name, ship) -> None:
     """Export the student to an int8 TFLite step model with metadata and verify it."""
+    from edge.outpaths import check_output
+
+    check_output(out, "export directory", directory=True)  # before torch and the export
     cfg, w, p, _ = _start(config, work, overrides=overrides)
     with _silenced(quiet):
         res = p.export(cfg, w, Path(out) if out else None, name, quiet)

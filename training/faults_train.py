@@ -450,6 +450,7 @@ def _cli():
         from dataclasses import replace
 
         from edge.cliutil import err_console
+        from edge.outpaths import check_output
         from training import dist
 
         out = Path(out) if out else Path(report_dir) / "faults.tflite"
@@ -457,6 +458,8 @@ def _cli():
                 not ship):
             raise click.ClickException(f"{out} is the shipped model: pass --ship to replace it "
                                        f"(or -o elsewhere)")
+        check_output(out.parent, "model directory", directory=True)  # not after training
+        check_output(report_dir, "report directory", directory=True)
         cfg = FaultTrainConfig.load(config)
         if minutes is not None:
             cfg = replace(cfg, minutes=minutes)
