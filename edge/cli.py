@@ -14,8 +14,16 @@ from edge.transport import cli as transport_cli
 
 @click.group(cls=Group, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="edge-denoise")
-def cli() -> None:
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                                               case_sensitive=False),
+              envvar="HUSHLINK_LOG_LEVEL",
+              help="Log to stderr with time and level from this level on (services: info).")
+def cli(log_level) -> None:
     """Denoise speech on the device, keep its clock on PTP time, stream it, answer the host."""
+    if log_level:
+        from edge.logs import setup
+
+        setup(log_level)
 
 
 cli.add_command(file_command)  # edge/live_cli.py (issue 5)
@@ -52,11 +60,13 @@ def serve(port, baud, state_dir, profile, telemetry_path, events_path, stream_cm
     import signal
 
     from edge.agent import Agent, FileTelemetry
+    from edge.logs import reporter
     from edge.paramfollow import stream_for
     from edge.profile import DeviceProfile
 
     DeviceProfile.by_name(profile)  # a bad profile is an error now, not on the host's hello
     agent = Agent(port, baud, state_dir=state_dir, profile=profile,
+                  log=reporter("edge.agent", "edge-denoise serve"),
                   telemetry=FileTelemetry(telemetry_path) if telemetry_path else None,
                   stream=stream_for(stream_cmd, state_dir),
                   plugins=tuple(plugins), pace=pace,

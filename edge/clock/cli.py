@@ -90,16 +90,29 @@ def _run_foreground(cfg, settings) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    import logging
+
+    from edge.logs import configured
+
+    log = logging.getLogger("edge.clock")
     try:
         sup.start()
-        err_console.print(f"clock: ptp4l {cfg.role} on {cfg.iface} ({cfg.timestamping} "
-                          f"timestamping{', free running' if cfg.free_running else ''}), "
-                          f"pid {sup.pid()}, run dir {cfg.run_dir}")
+        msg = (f"ptp4l {cfg.role} on {cfg.iface} ({cfg.timestamping} timestamping"
+               f"{', free running' if cfg.free_running else ''}), pid {sup.pid()}, "
+               f"run dir {cfg.run_dir}")
+        if configured():
+            log.info(msg)
+        else:
+            err_console.print(f"clock: {msg}")
         last_print = 0.0
         while not sup._stop.wait(1.0):
             if time.monotonic() - last_print >= 10:
                 last_print = time.monotonic()
-                click.echo(_line(monitor.status().to_dict()), err=True)
+                line = _line(monitor.status().to_dict())
+                if configured():
+                    log.info(line)
+                else:
+                    click.echo(line, err=True)
     finally:
         sup.stop()
         pid_file.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ reads the same numbers without a second pmc poller.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -183,6 +184,8 @@ class Supervisor:
                 with open(c.log, "ab") as log:
                     log.write(f"hushlink: {c.name} exited with {c.last_exit}; restart in "
                               f"{delay:.1f} s\n".encode())
+                logging.getLogger(__name__).warning("%s exited with %s; restart in %.1f s",
+                                                    c.name, c.last_exit, delay)
                 changed = True
             if c.proc is None and c.restart_at is not None and now >= c.restart_at:
                 self._spawn(c)
