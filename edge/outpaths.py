@@ -67,3 +67,60 @@ def _existing_parent(p: Path) -> Path:
     if not p.is_dir():
         raise HushlinkError(f"{p}: is a file, cannot create a directory under it")
     return p
+
+
+ROTATE_ENV = "HUSHLINK_ROTATE_MB"
+ROTATE_MB = 16.0  # ~15 h of per-second telemetry before the first rotation
+ROTATE_BACKUPS = 2
+
+
+def rotate_bytes() -> int:
+    """The size bound of JSON-lines logs: HUSHLINK_ROTATE_MB (0: unbounded), else 16 MB."""
+    try:
+        mb = float(os.environ.get(ROTATE_ENV, ROTATE_MB))
+    except ValueError:
+        raise HushlinkError(f"{ROTATE_ENV}={os.environ[ROTATE_ENV]!r}: give megabytes, "
+                            "e.g. 16 (0: never rotate)") from None
+    return max(int(mb * 1_000_000), 0)
+
+
+class RotatingLines:
+    """An append-only lines file bounded in size: a line that would take it past ``max_bytes``
+    first moves it to PATH.1 (PATH.1 to PATH.2 ..., ``backups`` kept) and starts a new PATH.
+    A reader that sees PATH shrink starts again from its top (edge.agent.FileTelemetry)."""
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int | None = None,
+                 backups: int = ROTATE_BACKUPS, what: str = "log") -> None:
+        self.path = Path(path)
+        self.what = what
+        self.max_bytes = rotate_bytes() if max_bytes is None else max_bytes
+        self.backups = max(backups, 1)
+        self.rotations = 0
+        self._fh = self._open()
+
+    def _open(self):
+        try:
+            return open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise HushlinkError(f"{self.path}: cannot write {self.what} ({e.strerror})") from None
+
+    def write(self, line: str) -> None:
+        """Append one line (``line`` without its newline)."""
+        data = line + "\n"
+        if self.max_bytes and self._fh.tell() and \
+                self._fh.tell() + len(data.encode()) > self.max_bytes:
+            self._rotate()
+        self._fh.write(data)
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self.rotations += 1
+        self._fh = self._open()
+
+    def close(self) -> None:
+        self._fh.close()

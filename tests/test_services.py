@@ -132,3 +132,45 @@ def test_log_level_gives_time_and_level_and_host_parameter_changes_are_logged(
 def test_without_log_level_the_plain_lines_stay(capsys, log_setup):
     log_setup.reporter("edge.agent", "edge-denoise serve")("hello")
     assert capsys.readouterr().err == "edge-denoise serve: hello\n"
+
+
+def test_json_lines_logs_rotate_at_their_size_bound(tmp_path, monkeypatch):
+    """The receiver's telemetry and live's fault events stay within HUSHLINK_ROTATE_MB per
+    file plus the backups, and the agent's reader follows the rotation."""
+    import json
+    import math
+
+    from edge.agent import FileTelemetry
+    from edge.faults.live import LiveFaultFixer
+    from edge.outpaths import RotatingLines
+    from edge.params import Telemetry
+    from edge.transport.telemetry import TelemetryLog
+
+    monkeypatch.setenv("HUSHLINK_ROTATE_MB", "0.002")  # 2000 bytes
+    path = tmp_path / "tele.jsonl"
+    reader = FileTelemetry(path)
+    log = TelemetryLog(path)
+    for i in range(200):
+        log.append(Telemetry(t=float(i), latency_ms=20.0, loss_pct=0.0, jitter_ms=1.0,
+                             bandwidth_util=0.5, snr_db=30.0))
+        if i % 20 == 0:
+            reader.records()
+    log.close()
+    sizes = [p.stat().st_size for p in (path, tmp_path / "tele.jsonl.1",
+                                        tmp_path / "tele.jsonl.2")]
+    assert all(0 < s <= 2000 for s in sizes), sizes
+    assert not (tmp_path / "tele.jsonl.3").exists()
+    newest = [json.loads(x)["t"] for x in path.read_text().splitlines()]
+    assert newest[-1] == 199.0 and reader.records()[-1]["t"] == 199.0
+    older = [json.loads(x)["t"] for x in (tmp_path / "tele.jsonl.1").read_text().splitlines()]
+    assert older[-1] + 1 == newest[0]  # nothing lost at the seam
+
+    fixer = LiveFaultFixer(tmp_path / "ev.jsonl")
+    assert fixer._events_log.max_bytes == 2000
+    lines = RotatingLines(tmp_path / "x.jsonl", max_bytes=100, backups=1)
+    for i in range(30):
+        lines.write(json.dumps({"i": i}))
+    lines.close()
+    assert lines.rotations == math.ceil(sum(len(f'{{"i": {i}}}') + 1 for i in range(30)) / 100) - 1
+    assert (tmp_path / "x.jsonl").stat().st_size <= 100
+    assert not (tmp_path / "x.jsonl.2").exists()

@@ -52,7 +52,11 @@ class LiveFaultFixer:
         self.events: list[dict] = []
         self.confirm = confirm  # the coarse pre-check and the measurement, as offline
         self.rejected = 0
-        self._path = Path(events_path) if events_path else None
+        self._events_log = None
+        if events_path:  # size-bounded like the telemetry (HUSHLINK_ROTATE_MB)
+            from edge.outpaths import RotatingLines
+
+            self._events_log = RotatingLines(events_path, what="fault events")
         self._on_event = on_event
         self._since_plan = REPLAN_SAMPLES
 
@@ -80,9 +84,8 @@ class LiveFaultFixer:
             rec["end_s"] = round(max(0.0, rec["end_s"] - lag), 4)
             rec["source"] = source
             self.events.append(rec)
-            if self._path:
-                with open(self._path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+            if self._events_log:
+                self._events_log.write(json.dumps(rec))
             if self._on_event:
                 self._on_event(rec)
 

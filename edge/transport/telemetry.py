@@ -117,12 +117,10 @@ class TelemetryLog:
         self._lock = threading.Lock()
         self.path = Path(path) if path else None
         self._fh = None
-        if self.path:
-            try:
-                self._fh = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-            except OSError as e:
-                from edge.errors import HushlinkError
-                raise HushlinkError(f"{self.path}: cannot write telemetry ({e.strerror})") from None
+        if self.path:  # size-bounded (HUSHLINK_ROTATE_MB): a device runs for months
+            from edge.outpaths import RotatingLines
+
+            self._fh = RotatingLines(self.path, what="telemetry")
 
     def append(self, t: Telemetry) -> None:
         with self._lock:
@@ -130,7 +128,7 @@ class TelemetryLog:
             while self._items and self._items[0].t < t.t - 60.0 * self.minutes:
                 self._items.popleft()
             if self._fh:
-                self._fh.write(json.dumps(_clean(t.to_dict())) + "\n")
+                self._fh.write(json.dumps(_clean(t.to_dict())))
 
     def window(self, seconds: float) -> list[Telemetry]:
         """Records of the last ``seconds`` (relative to the newest record)."""
