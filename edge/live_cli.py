@@ -109,11 +109,14 @@ def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
 @click.option("--ptp-lock", is_flag=True,
               help="Stamp captured blocks with PTP-disciplined time (CLOCK_REALTIME under "
                    "phc2sys) and resample so the stream follows PTP time, not the card's crystal.")
+@click.option("--metrics", "metrics_addr", metavar="ADDR:PORT",
+              help="Serve Prometheus metrics (loop, stream link, PTP clock) on "
+                   "http://ADDR:PORT/metrics, e.g. 127.0.0.1:9108.")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def live_command(duration, device, output_device, list_devices, print_unit, profile_name,
                  model_path, state_dir, rate, record, record_input, play, bypass, summary_path,
                  resample_quality, stream, bitrate, buffer, share, telemetry_path,
-                 fault_events, ptp_lock, quiet) -> None:
+                 fault_events, ptp_lock, metrics_addr, quiet) -> None:
     """Capture, denoise and play or record live audio.
 
     The audio callback only queues blocks; a worker resamples to 16 kHz (soxr, streaming),
@@ -153,7 +156,7 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
         summary = _live(duration, device, output_device, profile_name, model_path, state_dir,
                         rate, record, record_input, play, bypass, resample_quality, stream,
                         bitrate, buffer, share, telemetry_path, fault_events, ptp_lock, quiet,
-                        pending)
+                        pending, metrics_addr)
     text = json.dumps(summary, indent=1)
     click.echo(text)
     if summary_path:
@@ -166,7 +169,7 @@ def live_command(duration, device, output_device, list_devices, print_unit, prof
 
 def _live(duration, device, output_device, profile_name, model_path, state_dir, rate, record,
           record_input, play, bypass, resample_quality, stream, bitrate, buffer, share,
-          telemetry_path, fault_events, ptp_lock, quiet, pending) -> dict:
+          telemetry_path, fault_events, ptp_lock, quiet, pending, metrics_addr) -> dict:
     extra = []
     if stream:
         from edge.transport.links import parse_url, resolve
@@ -183,14 +186,14 @@ def _live(duration, device, output_device, profile_name, model_path, state_dir, 
                     play=play if play is not None or not stream else False, bypass=bypass,
                     resample_quality=resample_quality, quiet=quiet, extra_sinks=extra,
                     fault_events=fault_events, ptp_lock=ptp_lock, state_dir=state_dir,
-                    transport_pinned=pinned, pending_toggles=pending)
+                    transport_pinned=pinned, pending_toggles=pending, metrics=metrics_addr)
 
 
 def run_live(duration=None, device=None, output_device=None, profile_name="generic-linux",
              model_path=None, rate=None, record=None, record_input=None, play=None,
              bypass=False, resample_quality="MP", quiet=True, extra_sinks=(),
              fault_events=None, ptp_lock=False, state_dir=None,
-             transport_pinned=frozenset(), pending_toggles=None) -> dict:
+             transport_pinned=frozenset(), pending_toggles=None, metrics=None) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 
     ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
@@ -198,6 +201,7 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     ``state_dir``: run the slot store's active bundle and follow its switches
     (edge/liveslot.py); ``transport_pinned``: sender parameters a bundle may not change.
     ``pending_toggles``: SIGUSR1s caught during start-up (edge.live.startup_toggles).
+    ``metrics``: "ADDR:PORT" of a Prometheus endpoint for the loop, link and clock.
     ``ptp_lock`` without a locked PTP clock warns and runs on the card's clock: CLOCK_REALTIME
     alone is no reference, and its "rate error" (hundreds of ppm) would be noise.
     """
@@ -270,6 +274,17 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
                                 transport_base=senders[0].params if senders else None,
                                 pinned=transport_pinned,
                                 log=lambda msg: err_console.print(f"edge-denoise live: {msg}"))
+    server = None
+    if metrics:
+        from edge.clock.cli import read_status
+        from edge.metrics import Collector, serve
+
+        senders = [s.sender for s in sinks if getattr(s, "sender", None) is not None]
+        server = serve(metrics, Collector(loop, senders=senders,
+                                          telemetry=senders[0].telemetry if senders else None,
+                                          clock=lambda: read_status(None)))
+        err_console.print(f"edge-denoise live: metrics on http://{metrics.rpartition(':')[0]}"
+                          f":{server.server_port}/metrics")
     status = Live("", console=err_console, transient=False, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False)
 
@@ -286,6 +301,9 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     finally:
         if follower is not None:
             follower.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     if fixer is not None:
         fixer.flush()
         summary["fault_events"] = fixer.events

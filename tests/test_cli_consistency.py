@@ -126,7 +126,8 @@ def test_live_survives_sigusr1_during_start_up_and_warns_without_ptp(tmp_path):
         env = {**env, "HUSHLINK_RUN_DIR": str(tmp_path / "run"),
                "PULSE_SOURCE": f"hl_cli_{os.getpid()}.monitor"}
         p = subprocess.run([sys.executable, "-c", LIVE, "live", "--duration", "1", "-q",
-                            "--record", str(tmp_path / "out.wav"), "--ptp-lock"],
+                            "--record", str(tmp_path / "out.wav"), "--ptp-lock",
+                            "--metrics", "127.0.0.1:0"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     s = json.loads(p.stdout)
@@ -134,6 +135,7 @@ def test_live_survives_sigusr1_during_start_up_and_warns_without_ptp(tmp_path):
     assert s["ptp_lock"].startswith("off: no clock instance")
     assert s.get("media_clock_ppm") is None
     assert "--ptp-lock ignored" in p.stderr
+    assert "metrics on http://127.0.0.1:" in p.stderr  # wired in (tests/test_metrics.py scrapes)
 
 
 @pytest.mark.parametrize("args", [["faults", "--out", "{f}/x/m.tflite", "--minutes", "0.01"],
