@@ -110,6 +110,20 @@ def load_audio(path: str | os.PathLike, rate: int = PROCESSING_RATE, channel: in
                      source_channels=data.shape[1], source_subtype=info.subtype)
 
 
+def read_channels(path: str | os.PathLike, max_seconds: float = MAX_SECONDS
+                  ) -> tuple[np.ndarray, int, str | None]:
+    """(frames, channels) float32 at the file's own rate, the rate and the subtype: what the
+    full-band path needs (no downmix, no resampling). Checked like ``load_audio``."""
+    p = Path(path)
+    info = probe_audio(p, max_seconds)
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{p}: could not decode audio ({_short(e)})") from None
+    check_samples(data, str(p))
+    return data, sr, info.subtype
+
+
 def save_audio(path: str | os.PathLike, samples: np.ndarray, rate: int = PROCESSING_RATE,
                out_rate: int | None = None, subtype: str | None = None) -> Path:
     """Write mono ``samples`` (at ``rate``) to ``path`` at ``out_rate``, atomically.

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import soundfile as sf
 
 from edge.dsp import (
     FrontEnd,
@@ -92,6 +91,7 @@ class Denoiser:
         spec, self._analysis = stft_step(x_hop, self._analysis, self.fe)
         mask, self._state = self.model.step(log_power(spec, self.fe), self._state)
         noisy = spec
+        self.last_mask = mask  # (bins,) the full-band path extends it above 8 kHz
         if not self.bypass:
             spec = apply_mask(spec, mask)
         y, self._synthesis = istft_step(spec, self._synthesis, self.fe)
@@ -100,12 +100,15 @@ class Denoiser:
                 noisy - spec, self._residual_synthesis, self.fe)
         return y
 
-    def process(self, x: np.ndarray, progress: Callable[[int], None] | None = None
-                ) -> np.ndarray:
+    def process(self, x: np.ndarray, progress: Callable[[int], None] | None = None,
+                on_mask: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """(n,) float32 -> (n,) float32, latency compensated, from a fresh state.
 
         Runs ``process_hop`` over the signal followed by ``delay_samples`` of zeros and drops
         the first ``delay_samples`` outputs. ``progress(samples_done)`` is called now and then.
+        ``on_mask(mask)`` sees each hop's (bins,) mask, hop ``i``'s frame centred on input
+        sample ``i * hop + hop - win / 2`` (the full-band path reduces it at once: an hour of
+        masks would be 230 MB).
         """
         self.reset()
         x = np.asarray(x, dtype=np.float32).reshape(-1)
@@ -117,6 +120,8 @@ class Denoiser:
         every = max(1, 100 * 1600 // hop)  # report about every 10 s of audio at 16 kHz
         for i in range(n_hops):
             out[i * hop:(i + 1) * hop] = self.process_hop(padded[i * hop:(i + 1) * hop])
+            if on_mask is not None:
+                on_mask(self.last_mask)
             if progress is not None and (i + 1) % every == 0:
                 progress(min(n, (i + 1) * hop))
         if progress is not None:
@@ -161,25 +166,27 @@ def denoise_file(src: str | os.PathLike, dst: str | os.PathLike, model: MaskMode
                  bypass: bool = False) -> dict:
     """Denoise an audio file with the streaming path; writes ``dst`` atomically.
 
-    The output has the input's sample rate and exactly its number of frames (mono).
-    ``progress(done, total)`` counts samples at the model rate. Returns a summary dict
-    (seconds of audio, wall time, real-time factor).
+    The output has the input's sample rate, channels and exactly its number of frames. Above
+    the model's rate the band the model cannot see is kept, attenuated by the gain extended
+    from its mask (edge/fullband.py); each channel is denoised on its own. ``bypass`` gives
+    the input back bit-exactly. ``progress(done, total)`` counts samples at the model rate
+    over all channels. Returns a summary dict (seconds, wall time, real-time factor).
     """
-    from edge.audio import load_audio, resample, save_audio
+    from edge.audio import read_channels, save_audio
+    from edge.fullband import denoise_channels
 
     check_file_job(src, dst)
-    fe = model.front_end
-    clip = load_audio(src, rate=fe.sample_rate)
-    frames = sf.info(str(src)).frames
+    data, rate, subtype = read_channels(src)
+    frames, channels = data.shape
     den = Denoiser(model, bypass=bypass)
-    total = len(clip.samples)
     t0 = time.perf_counter()
-    y = den.process(clip.samples, None if progress is None else lambda k: progress(k, total))
+    y = denoise_channels(data, rate, den, progress)
     wall = time.perf_counter() - t0
-    y = resample(y, fe.sample_rate, clip.source_rate)
-    y = np.pad(y, (0, max(0, frames - len(y))))[:frames]  # exact input length at its rate
-    save_audio(dst, y, rate=clip.source_rate, subtype=clip.source_subtype)
-    return {"input": str(src), "output": str(dst), "seconds": round(clip.seconds, 3),
-            "sample_rate": clip.source_rate, "frames": frames, "wall_s": round(wall, 3),
-            "rtf": round(wall / clip.seconds, 5), "bypass": bypass,
-            "hops": -(-(total + den.delay_samples) // den.hop)}
+    save_audio(dst, y[:, 0] if channels == 1 else y, rate=rate, subtype=subtype)
+    seconds = frames / rate
+    per = -(-frames * den.fe.sample_rate // rate)
+    return {"input": str(src), "output": str(dst), "seconds": round(seconds, 3),
+            "sample_rate": rate, "channels": channels, "frames": frames,
+            "full_band": rate > den.fe.sample_rate, "wall_s": round(wall, 3),
+            "rtf": round(wall / seconds, 5), "bypass": bypass,
+            "hops": channels * -(-(per + den.delay_samples) // den.hop)}

