@@ -7,7 +7,6 @@ out of range raise ProfileError naming the file, the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +15,11 @@ from pathlib import Path
 
 from edge import validate
 from edge.errors import ProfileError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (Jetson JetPack 6): tomli is the same parser
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)

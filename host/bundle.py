@@ -18,7 +18,6 @@ import json
 import os
 import tarfile
 import time
-import tomllib
 from pathlib import Path
 
 from edge import __version__
@@ -35,6 +34,11 @@ from edge.slots import (
     public_raw,
     read_bundle,
 )
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (Jetson JetPack 6): tomli is the same parser
+    import tomli as tomllib
 
 
 class BundleError(HushlinkError):

@@ -8,11 +8,15 @@ that silently falls back to a default would train a different model than the one
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import HushlinkError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (Jetson JetPack 6): tomli is the same parser
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

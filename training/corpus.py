@@ -28,7 +28,6 @@ import hashlib
 import io
 import os
 import subprocess
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,11 @@ import soundfile as sf
 import soxr
 
 from edge.errors import HushlinkError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (Jetson JetPack 6): tomli is the same parser
+    import tomli as tomllib
 
 RATE = 16_000
 HERE = Path(__file__).resolve().parent / "corpus"

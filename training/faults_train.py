@@ -55,7 +55,10 @@ class FaultTrainConfig:
     def load(cls, path: str | os.PathLike | None) -> FaultTrainConfig:
         if not path:
             return cls()
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
 
         from edge.errors import HushlinkError
         try:

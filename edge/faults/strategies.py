@@ -6,7 +6,6 @@ or of a value derived from them (``harmonic_freqs``, ``howl_freqs``); nothing is
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,11 @@ import numpy as np
 from edge.errors import HushlinkError
 from edge.faults import FAULT_TYPES
 from edge.faults.events import Event
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (Jetson JetPack 6): tomli is the same parser
+    import tomli as tomllib
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "strategies.toml"
 OPS = {"highpass", "notch", "cancel_tones", "gain", "gate", "expander", "limiter", "eq",
