@@ -54,11 +54,26 @@ def pip_argv(req: str, py: str, dest: str, download: bool) -> list[str]:
             "--target", dest, "--report", str(Path(dest) / "report.json"), *common, req]
 
 
+def for_python(req: str, py: str) -> str | None:
+    """``req`` without its marker when the marker holds on Python ``py``, else None. (pip
+    evaluates markers for the interpreter it runs on, not for --python-version.)"""
+    from packaging.requirements import Requirement
+
+    r = Requirement(req)
+    if r.marker is not None and not r.marker.evaluate({"python_version": py,
+                                                       "python_full_version": f"{py}.0"}):
+        return None
+    return f"{r.name}{r.specifier}"
+
+
 def check(req: str, py: str, download: bool = False) -> dict:
     """{"requirement", "python", "ok", "wheel" or "error"} for one requirement."""
+    target = for_python(req, py)
+    if target is None:
+        return {"requirement": req, "python": py, "ok": True, "wheel": None}
     with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run(pip_argv(req, py, tmp, download), capture_output=True, text=True,
-                           timeout=600)
+        r = subprocess.run(pip_argv(target, py, tmp, download), capture_output=True,
+                           text=True, timeout=600)
         out = {"requirement": req, "python": py, "ok": r.returncode == 0}
         if r.returncode != 0:
             lines = [x for x in r.stderr.splitlines() if x.startswith("ERROR")]

@@ -109,3 +109,5 @@ def test_every_edge_dependency_installs_on_aarch64_for_python_3_10_to_3_13():
     tags = {x["requirement"].split(">")[0]: x["wheel"] for x in rows if x["python"] == "3.10"}
     assert "aarch64" in tags["numpy"] and "cp310" in tags["numpy"]
     assert "aarch64" in tags["ai-edge-litert"]
+    tomli = {x["python"]: x["wheel"] for x in rows if x["requirement"].startswith("tomli")}
+    assert "tomli" in tomli["3.10"] and tomli["3.11"] is None  # the marker, per version
