@@ -295,7 +295,8 @@ def test_cli_send_receive_record_and_telemetry(shared_data, tmp_path, speech):
     assert tx_tel.exists() and len(tx_tel.read_text().splitlines()) >= 1
     r = CliRunner().invoke(cli, ["send", str(wav), "--to", "udp://127.0.0.1:9",
                                  "--bitrate", "300"])
-    assert r.exit_code == 1 and "bitrate_kbps=300 is out of range" in r.output
+    # an option outside its range is a usage error (exit 2) naming the range
+    assert r.exit_code == 2 and "300 is out of range 50..200" in r.output
 
 
 def test_network_sink_interface(speech):
