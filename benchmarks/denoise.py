@@ -67,6 +67,20 @@ def make_peer(name: str, shared: Path):
     return load_peers_module(shared).make(name)
 
 
+def timed_systems(systems: dict, clock) -> tuple[dict, dict[str, float]]:
+    """The systems wrapped to add up each one's ``clock()`` seconds into the returned dict."""
+    timed: dict[str, float] = {}
+
+    def wrap(name, fn):
+        def run(x):
+            t0 = clock()
+            y = fn(x)
+            timed[name] = timed.get(name, 0.0) + clock() - t0
+            return y
+        return run
+    return {name: wrap(name, fn) for name, fn in systems.items()}, timed
+
+
 def hop_latency(model_path: Path, hops: int = 1000, rounds: int = 7) -> dict:
     """Wall time per 10 ms hop on one thread: model only, and the whole
     Denoiser.process_hop (stft_step -> log_power -> model -> apply_mask -> istft_step).
@@ -202,14 +216,7 @@ def main(argv=None) -> int:
                                            "note": "one stream, state never reset"}
 
     # real-time factor of each system over the whole set (one thread), then scores
-    timed = {}
-    for name, fn in systems.items():
-        def wrapped(x, fn=fn, name=name):
-            t0 = time.perf_counter()
-            y = fn(x)
-            timed[name] = timed.get(name, 0.0) + time.perf_counter() - t0
-            return y
-        systems[name] = wrapped
+    systems, timed = timed_systems(systems, time.perf_counter)
     t0 = time.monotonic()
     summary, _ = run_systems(systems, mixtures)
     for name in summary:

@@ -35,7 +35,7 @@ os.environ.setdefault("BENCH_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.denoise import make_peer  # noqa: E402
+from benchmarks.denoise import make_peer, timed_systems  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 
 PEERS = ("rnnoise", "webrtc", "speex", "noisereduce", "dtln", "gtcrn", "dfn3")
@@ -150,14 +150,7 @@ def main(argv=None) -> int:
                 systems[name], info[name] = torch_student_system(s), {"params": s.n_params()}
                 order.append(name)
 
-    timed: dict[str, float] = {}
-    for name, fn in list(systems.items()):
-        def wrapped(x, fn=fn, name=name):
-            t0 = time.process_time()
-            y = fn(x)
-            timed[name] = timed.get(name, 0.0) + time.process_time() - t0
-            return y
-        systems[name] = wrapped
+    systems, timed = timed_systems(systems, time.process_time)  # CPU, all threads
     t0 = time.monotonic()
     summary, kept = run_systems(systems, mixtures, keep=len(mixtures), extended=True)
     for name in summary:

@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default=str(ROOT / "build" / "train" / "default"),
                     help="training work dir with student.pt")
+    ap.add_argument("--config", default="default",
+                    help="training config whose validation split to use")
     ap.add_argument("--utterances", type=int, default=16,
                     help="validation utterances (each mixed at every SNR)")
     ap.add_argument("--powers", default="1,1.4,1.7,2.0")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     from training.student import load_student, post_filter
 
     torch.set_num_threads(1)
-    cfg = load_config("default")
+    cfg = load_config(a.config)
     student, _ = load_student(Path(a.work) / "student.pt")
     snrs = tuple(cfg.eval.snrs)
     manifest = make_manifest(cfg.data, Path(a.shared) / "data", cfg.seed)

@@ -99,15 +99,11 @@ def load_audio(path: str | os.PathLike, rate: int = PROCESSING_RATE, channel: in
     silent-only or absurdly long file, and NaN/inf samples.
     """
     p = Path(path)
-    info = probe_audio(p, max_seconds)
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{p}: could not decode audio ({_short(e)})") from None
+    data, sr, subtype = _read(p, max_seconds)
     mono = to_mono(data, channel)
     check_samples(mono, str(p), allow_silence=allow_silence)
     return AudioClip(samples=resample(mono, sr, rate), rate=rate, source_rate=sr,
-                     source_channels=data.shape[1], source_subtype=info.subtype)
+                     source_channels=data.shape[1], source_subtype=subtype)
 
 
 def read_channels(path: str | os.PathLike, max_seconds: float = MAX_SECONDS
@@ -115,12 +111,18 @@ def read_channels(path: str | os.PathLike, max_seconds: float = MAX_SECONDS
     """(frames, channels) float32 at the file's own rate, the rate and the subtype: what the
     full-band path needs (no downmix, no resampling). Checked like ``load_audio``."""
     p = Path(path)
+    data, sr, subtype = _read(p, max_seconds)
+    check_samples(data, str(p))
+    return data, sr, subtype
+
+
+def _read(p: Path, max_seconds: float) -> tuple[np.ndarray, int, str | None]:
+    """(frames, channels) float32, rate, subtype of a probed file; AudioError if undecodable."""
     info = probe_audio(p, max_seconds)
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioError(f"{p}: could not decode audio ({_short(e)})") from None
-    check_samples(data, str(p))
     return data, sr, info.subtype
 
 

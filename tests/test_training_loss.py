@@ -92,20 +92,26 @@ def test_si_sdr_scale_invariant():
     assert float(si_sdr(ref, ref).min()) > 60
 
 
+def _pair(seed: int, noise: float):
+    """Two random clean/noisy signals: (clean, noisy STFT, batch dict, ideal ratio mask)."""
+    from edge.dsp import ideal_ratio_mask, stft
+
+    rng = np.random.default_rng(seed)
+    clean = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)
+    noisy = (clean + noise * rng.standard_normal((2, 4000))).astype(np.float32)
+    xs = np.stack([stft(x) for x in noisy])
+    m_ref = torch.from_numpy(np.stack(
+        [ideal_ratio_mask(stft(c), x) for c, x in zip(clean, xs, strict=True)]))
+    return clean, xs, {"noisy_spec": xs, "clean": clean}, m_ref
+
+
 def test_student_loss_is_spec_loss_unless_an_si_sdr_weight_is_set():
     """distill.student_loss: exactly SPEC §3's loss (or the m_ref MSE) at weight 0; with a
     weight it subtracts that many times the SI-SDR of the masked mixture."""
-    from edge.dsp import ideal_ratio_mask, stft
     from training.distill import student_loss
     from training.loss import mask_mse, si_sdr
 
-    rng = np.random.default_rng(0)
-    clean = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)
-    noisy = (clean + 0.05 * rng.standard_normal((2, 4000))).astype(np.float32)
-    xs = np.stack([stft(x) for x in noisy])
-    b = {"noisy_spec": xs, "clean": clean}
-    m_ref = torch.from_numpy(np.stack(
-        [ideal_ratio_mask(stft(c), x) for c, x in zip(clean, xs, strict=True)]))
+    clean, xs, b, m_ref = _pair(seed=0, noise=0.05)
     m_t = torch.full_like(m_ref, 0.5)
     m_s = torch.full_like(m_ref, 0.7, requires_grad=True)
     assert float(student_loss(m_s, m_ref, m_t, None)) == float(adaptive_loss(m_s, m_ref, m_t))
@@ -122,18 +128,11 @@ def test_si_sdr_term_hears_the_mask_as_applied():
     """The signal term resynthesises through the post-filtered mask the product applies, not
     the training mask (before: through m_s, floor 0.1 and power 1, while the device applied
     floor 0.03 and power 1.7)."""
-    from edge.dsp import ideal_ratio_mask, stft
     from training.distill import student_loss
     from training.loss import mask_mse, si_sdr
     from training.student import post_filter
 
-    rng = np.random.default_rng(1)
-    clean = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)
-    noisy = (clean + 0.08 * rng.standard_normal((2, 4000))).astype(np.float32)
-    xs = np.stack([stft(x) for x in noisy])
-    b = {"noisy_spec": xs, "clean": clean}
-    m_ref = torch.from_numpy(np.stack(
-        [ideal_ratio_mask(stft(c), x) for c, x in zip(clean, xs, strict=True)]))
+    clean, xs, b, m_ref = _pair(seed=1, noise=0.08)
     gate = torch.rand(m_ref.shape, generator=torch.Generator().manual_seed(0))
     m_s, m_applied = post_filter(gate, 1.0, 0.1), post_filter(gate, 1.7, 0.03)
     y = istft(torch.from_numpy(xs) * m_applied, 4000)
