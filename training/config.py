@@ -101,6 +101,10 @@ class ExportConfig:
     calibration_frames: int = 2000
     name: str = "default"
     version: str = "1.0.0"
+    # the applied mask's post-filter when it is chosen after training (benchmarks/
+    # mask_postfilter.py on the trained student): overrides [student] mask_power / out_floor
+    mask_power: float | None = None
+    out_floor: float | None = None
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,10 @@ def export(cfg: TrainConfig, work: Path, out: Path | None = None, name: str | No
     from training.student import load_student
 
     s, ck = load_student(work / "student.pt")
+    if cfg.export.mask_power is not None:  # the post-filter chosen after training
+        s.mask_power = cfg.export.mask_power
+    if cfg.export.out_floor is not None:
+        s.out_floor = cfg.export.out_floor
     calib, verify = calibration_features(cfg, work, cfg.export.calibration_frames)
     metrics = json.loads((work / "metrics.json").read_text()) if (
         work / "metrics.json").is_file() else {}
