@@ -34,7 +34,8 @@ def edge_tflite_requirements() -> list[str]:
     """The ``edge-tflite`` extra of setup.cfg (what a device installs for this backend)."""
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    return cfg["options.extras_require"]["edge-tflite"].split()
+    return [line.strip() for line in cfg["options.extras_require"]["edge-tflite"].splitlines()
+            if line.strip()]  # one requirement a line, markers included
 
 
 PACKAGES = edge_tflite_requirements()
