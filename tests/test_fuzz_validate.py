@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import RecordingStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -90,21 +91,9 @@ def test_telemetry_lines_parse_or_raise_value_error(line):
 
 
 # ---------------------------------------------------------------- the agent's parameters
-class _Recorder:
-    def __init__(self):
-        from edge.agent import CommandStream
-
-        self.cmd = CommandStream("prog --b {bitrate_kbps} --p {protocol} --f {fec} "
-                                 "--s {share} --buf {buffer_ms} --l {loss_hint_pct}")
-        self.runs: list[list[str]] = []
-        self.running = False
-
-    def start(self, params):
-        self.runs.append(self.cmd.argv_for(params))
-        self.running = True
-
-    def stop(self):
-        self.running = False
+def _Recorder():  # noqa: N802 - reads as the class it returns
+    return RecordingStream("prog --b {bitrate_kbps} --p {protocol} --f {fec} "
+                           "--s {share} --buf {buffer_ms} --l {loss_hint_pct}")
 
 
 DOCUMENTED = {"out_of_range", "bad_args", "no_pending", "not_in_trial", "bad_request", "io"}

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from fakes import RecordingStream
 
 from edge import protocol as P
 from edge.agent import Agent, CommandStream
@@ -27,20 +28,7 @@ def _ask(agent: Agent, method: str, args: dict | None = None, seq=[0]) -> dict: 
     return P.FrameDecoder().feed(agent.handle_frame(fr))[0].message()
 
 
-class _Recorder:
-    """A stream whose start() records the argv CommandStream would run."""
-
-    def __init__(self, template: str):
-        self.cmd = CommandStream(template)
-        self.runs: list[list[str]] = []
-        self.running = False
-
-    def start(self, params):
-        self.runs.append(self.cmd.argv_for(params))
-        self.running = True
-
-    def stop(self):
-        self.running = False
+_Recorder = RecordingStream
 
 
 @pytest.mark.parametrize("value", ["1 --to udp://203.0.113.9:5004 --extra", "it's", b"\x00",
