@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 SEQ_MOD = 1 << 16
+# duplicates are recognised within this many packets of the newest (82 s at 50 packets/s;
+# the sequence tracker already drops what arrives more than MAX_MISORDER behind). It was
+# 4 * SEQ_MOD: the set grew by 0.27 MB a minute for 87 minutes (make bench-soak)
+DUP_WINDOW = 4096
 
 
 def jitter_update(j: float, transit_prev: float | None, transit: float) -> float:
@@ -45,8 +49,8 @@ class LossCounter:
         if ext in self._seen:
             return False
         self._seen.add(ext)
-        if len(self._seen) > 4 * SEQ_MOD:  # bounded memory on very long streams
-            lo = (self.last if self.last is not None else ext) - SEQ_MOD
+        if len(self._seen) > 2 * DUP_WINDOW:  # memory stays flat however long the stream
+            lo = max(self.last if self.last is not None else ext, ext) - DUP_WINDOW
             self._seen = {s for s in self._seen if s >= lo}
         self.received += 1
         self.first = ext if self.first is None else min(self.first, ext)
