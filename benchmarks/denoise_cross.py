@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         systems[name] = tflite_system(p)
         systems[f"{name}_continuous"] = continuous(tflite_system(p), mixtures)
         info[name] = {"params": md["params"], "file_bytes": p.stat().st_size,
-                      "latency_ms": md["algorithmic_latency_ms"], "model": str(p)}
+                      "latency_ms": md["algorithmic_latency_ms"], "model": os.path.relpath(p, ROOT)}
         info[f"{name}_continuous"] = {**info[name], "note": "one stream, never reset"}
         ours.append((name, p))
         order += [name, f"{name}_continuous"]

@@ -112,7 +112,8 @@ def main() -> None:
         v = [r[sys_][key] for r in rows if snr is None or r["snr"] == snr]
         return round(float(np.mean(v)), 2)
 
-    res = {"mixtures": len(rows), "snrs": list(snrs), "model": model.describe(),
+    described = {**model.describe(), "path": os.path.relpath(model.path, ROOT)}  # portable
+    res = {"mixtures": len(rows), "snrs": list(snrs), "model": described,
            "bypass_bit_exact": bypass_exact, "full_band_rtf": round(wall / audio_s, 4),
            "summary": {s: {k: mean(s, k) for k in ("si_sdr", "hf_vs_clean_db",
                                                    "hf_vs_noisy_db", "hf_snr_db")}
