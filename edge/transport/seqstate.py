@@ -6,8 +6,11 @@ One :class:`SeqTracker` per receiver decides for every packet, from its SSRC, so
 
 * **Lock**: the stream is one (SSRC, source address) pair: the first to pass probation, from
   the configured peer when there is one. Another SSRC, or the same SSRC from another address,
-  is counted as foreign and dropped. Another pair may take over only after the stream was
-  silent ``takeover_s``, and after its own probation (a restarted sender: new SSRC, new port).
+  is counted as foreign and dropped. Another pair takes over after its own probation, when
+  its line began ``quiet_s`` after the stream's last packet (a restarted sender: new SSRC,
+  new port; its first packets are kept) or the stream was silent ``takeover_s``. A sender
+  interleaved with a live stream never does; a configured peer is the defence against one
+  that waits for an outage.
 * **Probation** (A.1 MIN_SEQUENTIAL): a new stream is accepted after two packets that continue
   each other (within SLACK); the first is held meanwhile, then released, not lost.
 * **Validation**, per SSRC (:class:`SeqState`): up to MAX_MISORDER behind the highest number is
@@ -52,6 +55,8 @@ class _Held:
     seq: int
     now: float
     item: object
+    since: float = 0.0  # arrival of the first packet of this candidate line
+    foreign: str = ""  # the counter its arrival went to while the stream was locked
 
 
 class SeqState:
@@ -123,9 +128,10 @@ class SeqTracker:
     ``peer`` (host, port) locks to one address from the start (port 0: any port)."""
 
     def __init__(self, frame_s: float = 0.02, takeover_s: float = 1.0,
-                 peer: tuple[str, int] | None = None) -> None:
+                 peer: tuple[str, int] | None = None, quiet_s: float = 0.1) -> None:
         self.frame_s = frame_s
         self.takeover_s = takeover_s
+        self.quiet_s = quiet_s
         self.peer = peer
         self.state: SeqState | None = None
         self.key: tuple[int, object] | None = None  # (ssrc, src) of the stream
@@ -175,18 +181,20 @@ class SeqTracker:
                 self.last_t = max(self.last_t, now)
                 self.top = max(self.top, out[-1][0])
             return out
+        foreign = ""
         if self.key is not None and now - self.last_t < self.takeover_s:
-            if ssrc == self.key[0]:
-                self.foreign_source += 1
-            else:
-                self.foreign_ssrc += 1
-            return []
+            foreign = "foreign_source" if ssrc == self.key[0] else "foreign_ssrc"
+            setattr(self, foreign, getattr(self, foreign) + 1)
         held = self._cands.pop(key, None)
         if held is None or not _continues(seq, held.seq):
-            self._cands[key] = _Held(seq & 0xFFFF, now, item)
+            self._cands[key] = _Held(seq & 0xFFFF, now, item, now, foreign)
             while len(self._cands) > MAX_CANDIDATES:
                 self._cands.popitem(last=False)
             return []
+        if foreign and held.since - self.last_t < self.quiet_s:  # overlapped a live stream:
+            return []  # refused; after the takeover time it starts probation afresh
+        for f in {held.foreign, foreign} - {""}:  # released after all: not foreign
+            setattr(self, f, getattr(self, f) - (held.foreign == f) - (foreign == f))
         return self._take_over(key, held, _Held(seq & 0xFFFF, now, item))
 
     def _take_over(self, key, a: _Held, b: _Held) -> list[tuple[int, object]]:
