@@ -7,6 +7,7 @@ import click
 from edge import __version__
 from edge.cliutil import CONTEXT, Group
 from host import calibrate_cli, emulate
+from host.system import cli as system_cli
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -24,6 +25,7 @@ cli.add_command(calibrate_cli.stream_group)
 
 
 cli.add_command(emulate.emulate_cmd)
+cli.add_command(system_cli.system_group)  # host/system (issue 20)
 
 
 def main() -> None:
