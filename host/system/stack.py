@@ -129,7 +129,8 @@ def _up(m: Manifest, net: dict, root: Path, data, dashboard_port, log) -> None:
             "live", "--stream", f"udp://{net['host_ip']}:{dev['port']}", "--rate", "16000",
             "--telemetry", dev["telemetry"], "--fix-faults", dev["events"], "--state-dir",
             dev["state"], "--quiet"), netns=dev["ns"], env=denv)
-        _wait(lambda: Path(dev["tty_dev"]).exists(), 10, f"device {i}'s pty pair")
+        tty = Path(dev["tty_dev"])
+        _wait(tty.exists, 10, f"device {i}'s pty pair")
         procs.start(m, f"d{i}.serve", edge_argv(
             "serve", "--port", dev["tty_dev"], "--state-dir", dev["state"], "--telemetry",
             dev["telemetry"], "--fault-events", dev["events"]), netns=dev["ns"], env=denv)
@@ -241,7 +242,8 @@ def down(root: Path, *, prefix: str | None = None, log=lambda msg: None) -> dict
         netns.delete(ns)
     if root.exists() and (m is not None or (root / procs.MANIFEST).exists()):
         shutil.rmtree(root, ignore_errors=True)
-    left = {"processes": [p.name for p in (m.procs if m else []) if procs.alive(p)],
+    left = {"processes": [p.name for p in (m.procs if m else []) if procs.alive(p)]
+            + [f"pid {pid}" for pid in procs.mentioning(str(root))],
             "namespaces": netns.listed(prefix) if prefix else [],
             "files": [str(root)] if m is not None and root.exists() else []}
     log(f"stopped {len(stopped)} processes, deleted {len(namespaces)} namespaces, removed "
@@ -255,8 +257,15 @@ def impair(root: Path, device: int, *, loss_pct: float = 0.0, rate_kbit: float =
     if dev is None:
         raise SystemError_(f"no device {device} (devices: "
                            f"{', '.join(str(d['index']) for d in m.devices)})")
-    return netns.impair(netns.names(m.prefix, 0)["host_ns"], dev, dev["port"],
-                        loss_pct=loss_pct, rate_kbit=rate_kbit)
+    out = netns.impair(netns.names(m.prefix, 0)["host_ns"], dev, dev["port"],
+                       loss_pct=loss_pct, rate_kbit=rate_kbit)
+    path = Path(m.root) / "impairment.json"  # what the dashboard shows as the link's cap
+    known = _json(path) or {}
+    known[str(device)] = out
+    tmp = path.with_name(".impairment.json.tmp")
+    tmp.write_text(json.dumps(known))
+    os.replace(tmp, path)
+    return out
 
 
 def load(root: Path) -> Manifest:
