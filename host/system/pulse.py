@@ -28,6 +28,7 @@ def env_for(home: Path) -> dict:
 
 
 def prepare_home(home: Path) -> dict:
+    """HOME and XDG_RUNTIME_DIR for a private server, ALSA's default routed to it."""
     run = home / "run"
     run.mkdir(parents=True, exist_ok=True)
     run.chmod(0o700)
@@ -35,9 +36,11 @@ def prepare_home(home: Path) -> dict:
     return env_for(home)
 
 
-def server_argv() -> list[str]:
+def server_argv(sinks: tuple[str, ...] = (SINK,)) -> list[str]:
+    """A server in the foreground with only the null ``sinks`` and the native protocol (no
+    default.pa: no hardware probing, no D-Bus)."""
     return ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "-F", "/dev/null",
-            f"--load=module-null-sink sink_name={SINK} rate={RATE}",
+            *[f"--load=module-null-sink sink_name={s} rate={RATE}" for s in sinks],
             "--load=module-native-protocol-unix"]
 
 
