@@ -54,7 +54,10 @@ def summary(r: dict) -> dict:
         return [x for x in xs if x is not None]
 
     off = [abs(x) for x in clean(r["offset_ns"])]
-    mean = (lambda xs: round(statistics.fmean(xs), 2) if xs else None)
+
+    def mean(xs):
+        return round(statistics.fmean(xs), 2) if xs else None
+
     return {"ptp_port": max(set(r["port"]), key=r["port"].count),
             "offset_median_abs_ns": round(statistics.median(off)) if off else None,
             "offset_max_abs_ns": round(max(off)) if off else None,
