@@ -6,6 +6,7 @@ same page against a real system: tests/test_system.py."""
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -103,3 +104,10 @@ def test_cli_help_and_missing_system(tmp_path):
     assert r.exit_code == 0 and "--fake" in r.output
     r = CliRunner().invoke(cli, ["dashboard", "--state-dir", str(tmp_path)])
     assert r.exit_code == 1 and "no system is up" in r.output
+    with socket.socket() as s:  # a port in use: one line, no traceback
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = CliRunner().invoke(cli, ["dashboard", "--fake", "1", "--port",
+                                     str(s.getsockname()[1])])
+    assert r.exit_code == 1 and "cannot serve on 127.0.0.1" in r.output
+    assert "Traceback" not in r.output

@@ -18,4 +18,8 @@ def dashboard_cmd(state_dir, host, port, fake) -> None:
     from host.dashboard.sources import FakeSource, SystemSource
 
     source = FakeSource(fake) if fake else SystemSource(state_dir)
-    serve(source, host, port, print_fn=lambda msg: click.echo(msg, err=True))
+    try:
+        serve(source, host, port, print_fn=lambda msg: click.echo(msg, err=True))
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        source.close()
+        raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
