@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.hushlink-installed
 SHARED ?= ../shared
 DEMO   := build/demo
 
-.PHONY: demo test lint bootstrap venv model bench clean
+.PHONY: demo test lint bootstrap venv model bench clean system system-status system-down
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,3 +82,19 @@ bench-serial-noise: $(STAMP) bootstrap
 # issue 18: soak (not in CI): impaired stream + serial agent through a 1 % corrupting relay
 bench-soak: $(STAMP) bootstrap
 	$(PY) benchmarks/soak.py --minutes $(or $(MINUTES),30)
+
+# issue 20: a host and N simulated devices in network namespaces on this machine (root), with
+# the dashboard on http://127.0.0.1:8765/ (docs/system.md); `make system-down` removes it all
+N ?= 2
+system: $(STAMP) bootstrap
+	$(VENV)/bin/host-calibrate system up --devices $(N)
+
+system-status: $(STAMP)
+	$(VENV)/bin/host-calibrate system status
+
+system-down: $(STAMP)
+	$(VENV)/bin/host-calibrate system down
+
+# issue 20: bring-up time, PTP and link per device, impaired loss, apply latency, clean down
+bench-system: $(STAMP) bootstrap
+	$(PY) benchmarks/system.py --devices $(N)

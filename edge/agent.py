@@ -53,7 +53,7 @@ from edge.errors import HushlinkError
 from edge.link import Link, LinkError, open_link
 from edge.params import ParamsError, Telemetry, TransportParams, ranges
 
-EXTENSIONS = ("edge.flashdev",)  # imported if present: the flash engineer's handlers
+EXTENSIONS = ("edge.flashdev", "edge.devstatus")  # imported if present: flash, get_status
 
 
 class RemoteFailure(HushlinkError):

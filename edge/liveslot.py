@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.params import TransportParams
 from edge.slots import FlashError, SlotStore
 
 STATUS = "live.json"
@@ -137,8 +138,23 @@ class SlotFollower:
         self._next = 0.0
         self._load_ms: dict[tuple, float] = {}
         self.transport = None
+        from edge.paramfollow import ParamsFile
+
+        # the serial agent's active parameters (``serve``'s host-side apply/confirm/revert)
+        self._agent_params = ParamsFile(self.state_dir / "params.json")
+        self._follow_agent()
         self._apply_transport(running)
         self.write_status()
+
+    def _follow_agent(self) -> bool:
+        """Take the agent's active parameters (``STATE/params.json``) as the transport base
+        when they change; the stream's protocol stays the URL's. True when they changed."""
+        p = self._agent_params.poll()
+        if p is None or self.transport_base is None:
+            return False
+        self.transport_base = TransportParams.from_dict(
+            {**p.to_dict(), "protocol": self.transport_base.protocol})
+        return True
 
     def _pointer_stat(self) -> tuple | None:
         try:
@@ -172,6 +188,8 @@ class SlotFollower:
             self._loading = self.want.key
             threading.Thread(target=self._load, args=(self.want,), name="model-loader",
                              daemon=True).start()
+        if self._follow_agent():
+            self._apply_transport(self.running)
         self.write_status()
 
     def _load(self, target: ActiveModel) -> None:
@@ -220,6 +238,10 @@ class SlotFollower:
         if params != self.transport:
             for s in self.senders:
                 s.update(params)
+            if self.transport is not None:
+                from edge.paramfollow import describe_change
+
+                self.log(f"transport: {describe_change(self.transport, params)}")
             self.transport = params
 
     def status(self, running: bool = True) -> dict:
@@ -229,6 +251,7 @@ class SlotFollower:
                 "profile": self.profile.name, "model": lp.model_info,
                 "bundle_state": self.want.state if self.want.key == self.running.key else None,
                 "note": self.running.note, "budget_ms": self.budget_ms(),
+                "bypass": lp.denoiser.bypass,
                 "window": lp.stats.window(), "audio_s": round(lp.audio_s, 3),
                 "overruns": lp.stats.overruns, "hops": lp.stats.hops,
                 "transport": self.transport.to_dict() if self.transport else None,

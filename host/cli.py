@@ -7,6 +7,8 @@ import click
 from edge import __version__
 from edge.cliutil import CONTEXT, Group
 from host import calibrate_cli, emulate
+from host.dashboard import cli as dashboard_cli
+from host.system import cli as system_cli
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -24,6 +26,8 @@ cli.add_command(calibrate_cli.stream_group)
 
 
 cli.add_command(emulate.emulate_cmd)
+cli.add_command(system_cli.system_group)  # host/system (issue 20)
+cli.add_command(dashboard_cli.dashboard_cmd)  # host/dashboard (issue 20)
 
 
 def main() -> None:

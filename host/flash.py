@@ -105,6 +105,21 @@ def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
     """Upload (resuming), install, and confirm over the serial link. Returns a summary with
     the transfer's bytes, seconds and resume offset."""
     p = Path(bundle)
+    try:  # before connecting: a missing bundle is the user's error, not the device's
+        p.open("rb").close()
+    except OSError as e:
+        raise PushError(f"cannot read {p}: {e.strerror}") from None
+    with _connect(port, baud, pace) as dev:
+        return push_over(dev, p, allow_downgrade=allow_downgrade, confirm=confirm,
+                         trial_timeout_s=trial_timeout_s, progress=progress, log=log)
+
+
+def push_over(dev, bundle: str | Path, *, allow_downgrade: bool = False, confirm: bool = True,
+              trial_timeout_s: float | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              log=lambda msg: None) -> dict:
+    """``push_serial`` on a connection the caller holds (the dashboard's own)."""
+    p = Path(bundle)
     try:
         data = p.read_bytes()
     except OSError as e:
@@ -112,8 +127,11 @@ def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
     sha = hashlib.sha256(data).hexdigest()
     name = f"bundle-{sha[:16]}.hlb"  # content-named: a resumed push finds its partial upload
     t0 = time.perf_counter()
-    with _connect(port, baud, pace) as dev:
-        dev.rpc.slow_timeout = 120.0  # install/confirm run a health check (a subprocess)
+    if "flash.install" not in dev.info.get("messages", []):
+        raise PushError(f"the agent on {dev.url} has no flash messages")
+    old_slow = dev.rpc.slow_timeout
+    dev.rpc.slow_timeout = 120.0  # install/confirm run a health check (a subprocess)
+    try:
         first: list[int] = []
 
         def cb(done: int, total: int) -> None:
@@ -148,6 +166,8 @@ def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
             done = _call(dev, "flash.confirm")
             out["confirmed"], out["live"] = done["health"], done.get("live")
         out["state"] = _call(dev, "flash.status")["state"]
+    finally:
+        dev.rpc.slow_timeout = old_slow
     out.update(bytes=len(data), resumed_from=first[0] if first else 0,
                upload_s=round(upload_s, 3), seconds=round(time.perf_counter() - t0, 3))
     return out

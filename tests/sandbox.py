@@ -36,19 +36,16 @@ def pulse_server(tmp_path: Path, sinks: list[str]
     ALSA's default device routed to it via ~/.asoundrc. Yields (client env, log path, server
     process); the
     server is killed by PID at the end."""
+    from host.system.pulse import prepare_home, server_argv  # the same as `system up`'s
+
     need_tools("pulseaudio", "pactl", hint="(apt-get install pulseaudio pulseaudio-utils)")
     home = tmp_path / "home"
-    run = home / "run"
-    run.mkdir(parents=True)
-    run.chmod(0o700)
-    (home / ".asoundrc").write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(run)}
+    penv = prepare_home(home)
+    env = {**os.environ, "HOME": penv["HOME"], "XDG_RUNTIME_DIR": penv["XDG_RUNTIME_DIR"]}
     log = tmp_path / "pulse.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen(
-            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "-F", "/dev/null",
-             *[f"--load=module-null-sink sink_name={s} rate=16000" for s in sinks],
-             "--load=module-native-protocol-unix"], env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(server_argv(tuple(sinks)), env=env, stdout=f,
+                                stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 15
         while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
