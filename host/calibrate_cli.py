@@ -20,6 +20,45 @@ SECONDS = Number(float, lo=0.0, hi=86_400.0, lo_open=True)  # finite: nan and in
 WEIGHT = Number(float, lo=0.0, hi=1e3)
 BAUD = click.option("--baud", "-b", type=int, default=921_600, show_default=True,
                     help="Baud rate of the serial port.")
+# several devices at once (host/fleet.py): PORT repeated or a quoted glob, or a devices file
+PORTS = click.argument("ports", metavar="PORT...", nargs=-1, envvar="EDGE_PORT")
+DEVICES = click.option("--devices", "devices_file", type=click.Path(dir_okay=False),
+                       help="Several devices: a devices file (TOML [[device]] tables with "
+                       "port, name, baud; or lines 'PORT [NAME]').")
+WORKERS = click.option("--workers", type=Number(int, 1, 256), default=16, show_default=True,
+                       help="Several devices: how many at once.")
+JSON_OPT = click.option("--json", "as_json", is_flag=True,
+                        help="Several devices: print the per-device results as JSON.")
+
+
+def _fleet(ports, devices_file):
+    """The devices to work on: None for one plain PORT (the single-device command as it
+    always was), else the fleet's targets."""
+    from host import fleet
+
+    if not devices_file and len(ports) == 1 and not fleet.GLOB_CHARS.search(ports[0]):
+        return None
+    if not ports and not devices_file:
+        raise click.UsageError("give a PORT (several, a glob, or --devices FILE)")
+    return fleet.targets(ports, devices_file)
+
+
+def _run_fleet(what: str, devices, op, workers: int, as_json: bool, columns=(),
+               source: str = "port") -> None:
+    """Run ``op`` on every device with a progress row each; print the table or JSON; exit 1
+    unless every device succeeded."""
+    from host import fleet
+
+    with fleet.progress(devices, enabled=not as_json) as bar:
+        results = fleet.run(devices, op, workers=workers, reporter=bar.reporter,
+                            on_done=bar.done)
+    if as_json:
+        click.echo(json.dumps(fleet.summary(results), indent=1, default=str))
+    else:
+        click.echo(fleet.render_table(results, columns, source=source))
+    bad = fleet.failure_line(results, what)
+    if bad:
+        raise click.ClickException(bad)
 
 
 def _weights_options(f):
@@ -257,12 +296,14 @@ def _progress():
 
 
 @click.command("collect")
-@PORT
+@PORTS
 @BAUD
+@DEVICES
 @click.option("--duration", "-d", type=SECONDS, default=60.0, show_default=True,
               help="Seconds of telemetry to pull.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="telemetry.jsonl",
-              show_default=True, help="Output: JSON lines {telemetry, params}.")
+              show_default=True, help="Output: JSON lines {telemetry, params}. Several devices: "
+              "{device} in it is the device's name (else appended: telemetry-NAME.jsonl).")
 @click.option("--sweep", type=Number(int, 0, 1000), default=0,
               help="Try N parameter sets in turn (first: the current one); the original set "
               "is restored at the end.")
@@ -271,22 +312,56 @@ def _progress():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sweep.")
 @click.option("--pin", "pins", multiple=True, metavar="KEY=VALUE",
               help="Keep a parameter fixed during the sweep, e.g. --pin protocol=udp.")
-def collect_cmd(port, baud, duration, out, sweep, settle, seed, pins) -> None:
-    """Pull link telemetry from a device while its stream runs."""
+@WORKERS
+@JSON_OPT
+def collect_cmd(ports, baud, devices_file, duration, out, sweep, settle, seed, pins, workers,
+                as_json) -> None:
+    """Pull link telemetry from a device (or many at once) while its stream runs."""
     from host.link import connect
 
-    with connect(port, baud) as dev, _progress() as prog:
+    pinned = _parse_pins(pins)
+    devices = _fleet(ports, devices_file)
+    if devices is not None:
+        return _collect_fleet(devices, baud, duration, out, sweep, settle, seed, pinned, workers,
+                              as_json)
+    with connect(ports[0], baud) as dev, _progress() as prog:
         task = prog.add_task("collecting", total=duration)
         t0 = time.monotonic()
         lines = collect(dev, duration, sweep=sweep, settle=settle, seed=seed,
-                        pins=_parse_pins(pins), progress=lambda: prog.update(task, completed=min(
+                        pins=pinned, progress=lambda: prog.update(task, completed=min(
                             duration, time.monotonic() - t0)))
+    click.echo(_write_collected(lines, duration, Path(out)))
+
+
+def _write_collected(lines: list[dict], duration: float, out: Path) -> str:
     if not lines:
         raise CalibrationIOError(f"no telemetry arrived in {duration:g} s: is the stream "
                                  "running (`host-calibrate stream start PORT`)?")
-    _atomic_text(Path(out), "".join(json.dumps(x) + "\n" for x in lines))
-    click.echo(f"{len(lines)} records, {len({json.dumps(x['params']) for x in lines})} "
-               f"parameter set(s) -> {out}")
+    _atomic_text(out, "".join(json.dumps(x) + "\n" for x in lines))
+    return (f"{len(lines)} records, {len({json.dumps(x['params']) for x in lines})} "
+            f"parameter set(s) -> {out}")
+
+
+def _collect_fleet(devices, baud, duration, out, sweep, settle, seed, pins, workers,
+                   as_json) -> None:
+    from host import fleet
+    from host.link import connect
+
+    def op(t, rep) -> dict:
+        path = fleet.out_path(out, t.name)
+        rep.stage("collecting")
+        with connect(t.port, t.baud or baud) as dev:
+            t0 = time.monotonic()
+            lines = collect(dev, duration, sweep=sweep, settle=settle, seed=seed, pins=pins,
+                            progress=lambda: rep.progress(min(duration, time.monotonic() - t0),
+                                                          duration))
+        _write_collected(lines, duration, path)
+        return {"records": len(lines), "param_sets": len({json.dumps(x["params"])
+                                                          for x in lines}), "out": str(path)}
+
+    _run_fleet("collect", devices, op, workers, as_json,
+               [("records", lambda r: r.detail.get("records", "-")),
+                ("output", lambda r: r.detail.get("out", "-"))])
 
 
 def _warn(message: str) -> None:
@@ -314,9 +389,12 @@ def _parse_pins(pins) -> dict:
 
 
 @click.command("tune")
-@click.argument("telemetry", type=click.Path(dir_okay=False, exists=True))
+@click.argument("telemetry", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, exists=True))
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="strategy.json",
-              show_default=True, help="Where to write the strategy.")
+              show_default=True, help="Where to write the strategy. Several telemetry files "
+              "(one per device): {device} in it is the file's name without 'telemetry-' and "
+              "the suffix (else appended: strategy-NAME.json).")
 @click.option("--clusters", type=Number(int, 1, 100), help="k-means clusters (default: chosen "
               "from the data by silhouette over 2-6; one when there is no structure).")
 @click.option("--bins", "k_bins", type=Number(int, 1, 100), help="K uniform bins per "
@@ -330,10 +408,12 @@ def _parse_pins(pins) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (deterministic).")
 @click.option("--pin", "pins", multiple=True, metavar="KEY=VALUE",
               help="Fix a parameter, e.g. --pin protocol=udp (repeatable).")
+@WORKERS
+@JSON_OPT
 @_weights_options
-def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, pins,
-             **kw) -> None:
-    """Cluster, discretise and search parameters with the genetic algorithm."""
+def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, pins, workers,
+             as_json, **kw) -> None:
+    """Cluster, discretise and search parameters with the genetic algorithm (per file)."""
     from host import calibrate, ga
 
     if (clusters is not None and clusters < 1) or (k_bins is not None and k_bins < 1) \
@@ -344,26 +424,65 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
         raise click.UsageError("need S1 < S2")
     weights = _weights(kw)
     pinned = _parse_pins(pins)
-    records = calibrate.load_records(telemetry, on_skip=_warn)
     cfg = ga.GAConfig(pop=pop, generations=generations, s1=s1, s2=s2, seed=seed)
+
+    def run_tune(path, on_generation, on_skip):
+        records = calibrate.load_records(path, on_skip=on_skip)
+        return calibrate.tune(records, n_clusters=clusters, k_bins=k_bins, weights=weights,
+                              cfg=cfg, pins=pinned, on_generation=on_generation)
+
+    if len(telemetry) > 1:
+        return _tune_fleet(telemetry, out, run_tune, seed, cfg, workers, as_json)
     with _progress() as prog:
         task = prog.add_task("genetic algorithm", total=generations)
-        res = calibrate.tune(records, n_clusters=clusters, k_bins=k_bins, weights=weights,
-                             cfg=cfg, pins=pinned,
-                             on_generation=lambda g, _: prog.update(task, completed=g + 1))
+        res = run_tune(telemetry[0], lambda g, _: prog.update(task, completed=g + 1), _warn)
     _atomic_text(Path(out), json.dumps(res.to_dict(seed, cfg), indent=1) + "\n")
     for what, c in res.choices.items():
         click.echo(f"{what}: {c.value} ({c.reason})", err=True)
+    click.echo(f"{_strategy_line(res)} -> {out}")
+
+
+def _strategy_line(res) -> str:
     p = res.params
-    click.echo(f"strategy: bitrate {p.bitrate_kbps} kbps, {p.protocol}, buffer {p.buffer_ms} ms, "
-               f"share {p.share:g}; predicted C {res.predicted_cost:.4f} "
-               f"(default {res.default_cost:.4f}) -> {out}")
+    return (f"strategy: bitrate {p.bitrate_kbps} kbps, {p.protocol}, buffer {p.buffer_ms} ms, "
+            f"share {p.share:g}; predicted C {res.predicted_cost:.4f} "
+            f"(default {res.default_cost:.4f})")
+
+
+def _tune_fleet(files, out, run_tune, seed, cfg, workers, as_json) -> None:
+    """One strategy per device's telemetry file, the files tuned side by side."""
+    from host import fleet
+
+    def name(f: str) -> str:
+        stem = Path(f).stem
+        return stem.removeprefix("telemetry-") or stem
+
+    devices = [fleet.Target(name(f), f) for f in dict.fromkeys(files)]
+    if len({t.name for t in devices}) < len(devices):
+        raise click.UsageError("two telemetry files have the same name: the strategies would "
+                               "overwrite each other")
+
+    def op(t, rep) -> dict:
+        path = fleet.out_path(out, t.name)
+        rep.stage("genetic algorithm")
+        rep.progress(0, cfg.generations)
+        skipped = []
+        res = run_tune(t.port, lambda g, _: rep.progress(g + 1, cfg.generations),
+                       skipped.append)
+        _atomic_text(path, json.dumps(res.to_dict(seed, cfg), indent=1) + "\n")
+        return {"out": str(path), "strategy": _strategy_line(res).removeprefix("strategy: "),
+                "skipped_lines": len(skipped)}
+
+    _run_fleet("tune", devices, op, workers, as_json,
+               [("strategy", lambda r: r.detail.get("strategy", "-")),
+                ("output", lambda r: r.detail.get("out", "-"))], source="telemetry")
 
 
 @click.command("apply")
-@PORT
-@click.argument("strategy", type=click.Path(dir_okay=False, exists=True))
+@PORTS
+@click.argument("strategy", type=click.Path(dir_okay=False))
 @BAUD
+@DEVICES
 @click.option("--measure", "seconds", type=SECONDS, default=10.0, show_default=True,
               help="Seconds of telemetry measured before and after.")
 @click.option("--settle", type=Number(float, 0.0, 3600.0), default=2.0, show_default=True,
@@ -379,27 +498,40 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
 @click.option("--pesq-tolerance", type=Number(float, 0.0, 4.5), default=0.1, show_default=True,
               help="Revert when PESQ-WB drops by more than this.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default="apply.json",
-              show_default=True, help="Before/after measurements (for `report`).")
-def apply_cmd(port, strategy, baud, seconds, settle, trial, keep_worse, reference, tap,
-              pesq_tolerance, out) -> None:
-    """Push a strategy, measure the real link before and after, confirm or revert."""
-    from host.calibrate import load_strategy
+              show_default=True, help="Before/after measurements (for `report`). Several "
+              "devices: {device} in it (and in STRATEGY) is the device's name (else appended).")
+@WORKERS
+@JSON_OPT
+def apply_cmd(ports, strategy, baud, devices_file, seconds, settle, trial, keep_worse,
+              reference, tap, pesq_tolerance, out, workers, as_json) -> None:
+    """Push a strategy, measure the real link before and after, confirm or revert (on one
+    device or many at once)."""
     from host.fitness import Weights
     from host.link import connect
     from host.linkcheck import AudioProbe
 
     if bool(reference) != bool(tap):
         raise click.UsageError("--reference and --tap go together")
-    strat = load_strategy(strategy, full=False)
-    params = TransportParams.from_dict(strat["params"]).to_dict()
-    weights = Weights(**strat["weights"])
+    devices = _fleet(ports, devices_file)
+    for t in devices or [None]:
+        p = strategy.replace("{device}", t.name) if t else strategy
+        if not Path(p).is_file():
+            raise click.BadParameter(f"File {p!r} does not exist.", param_hint="'STRATEGY'")
+    kw = dict(seconds=seconds, settle=settle, trial_s=trial, keep_worse=keep_worse,
+              pesq_tolerance=pesq_tolerance)
+    if devices is not None:
+        if reference:
+            raise click.UsageError("--reference/--tap score one receiver: use them with one "
+                                   "device")
+        return _apply_fleet(devices, strategy, baud, out, kw, workers, as_json)
+    params, weights = _load_strategy(strategy)
     probe = AudioProbe(reference, tap) if reference else None
-    with connect(port, baud) as dev, _progress() as prog:
+    with connect(ports[0], baud) as dev, _progress() as prog:
         task = prog.add_task("measuring before/after", total=2 * seconds + settle)
         t0 = time.monotonic()
-        res = apply_strategy(dev, params, weights, seconds=seconds, settle=settle, trial_s=trial,
-                             keep_worse=keep_worse, probe=probe, pesq_tolerance=pesq_tolerance,
-                             tick=lambda: prog.update(task, completed=time.monotonic() - t0))
+        res = apply_strategy(dev, params, Weights(**weights), probe=probe,
+                             tick=lambda: prog.update(task, completed=time.monotonic() - t0),
+                             **kw)
     res["strategy"] = params
     _atomic_text(Path(out), json.dumps(res) + "\n")
     for key in ("before", "after"):
@@ -407,6 +539,44 @@ def apply_cmd(port, strategy, baud, seconds, settle, trial, keep_worse, referenc
         click.echo(f"{key:6s} {_link_line(m)}")
     verdict = "confirmed" if res["confirmed"] else "reverted (the measured link got worse)"
     click.echo(f"{verdict} -> {out}")
+
+
+def _load_strategy(path: str) -> tuple[dict, dict]:
+    from host.calibrate import load_strategy
+
+    strat = load_strategy(path, full=False)
+    return TransportParams.from_dict(strat["params"]).to_dict(), strat["weights"]
+
+
+def _apply_fleet(devices, strategy, baud, out, kw, workers, as_json) -> None:
+    from host import fleet
+    from host.fitness import Weights
+    from host.link import connect
+
+    def op(t, rep) -> dict:
+        params, weights = _load_strategy(strategy.replace("{device}", t.name))
+        path = fleet.out_path(out, t.name)
+        total = 2 * kw["seconds"] + kw["settle"]
+        rep.stage("measuring before/after")
+        with connect(t.port, t.baud or baud) as dev:
+            t0 = time.monotonic()
+            res = apply_strategy(dev, params, Weights(**weights),
+                                 tick=lambda: rep.progress(time.monotonic() - t0, total), **kw)
+        res["strategy"] = params
+        _atomic_text(path, json.dumps(res) + "\n")
+        return {"confirmed": res["confirmed"], "cost_before": round(res["before"]["cost"], 4),
+                "cost_after": round(res["after"]["cost"], 4), "params": params,
+                "out": str(path)}
+
+    def verdict(r) -> str:
+        if r.status != fleet.OK:
+            return "-"
+        d = r.detail
+        return (f"{'confirmed' if d['confirmed'] else 'reverted'} (C {d['cost_before']:.4f} "
+                f"-> {d['cost_after']:.4f})")
+
+    _run_fleet("apply", devices, op, workers, as_json,
+               [("strategy", verdict), ("output", lambda r: r.detail.get("out", "-"))])
 
 
 def _link_line(m: dict) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edge.errors import HushlinkError
 from edge.slots import SPACE_MARGIN, FlashError, SlotStore
+from host.fleet import RolledBack
 
 
 class PushError(HushlinkError):
@@ -101,9 +102,13 @@ def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
                 allow_downgrade: bool = False, confirm: bool = True,
                 trial_timeout_s: float | None = None, pace: bool = False,
                 progress: Callable[[int, int], None] | None = None,
-                log=lambda msg: None) -> dict:
+                log=lambda msg: None, stage: Callable[[str], None] = lambda s: None,
+                rollback_on_failure: bool = False) -> dict:
     """Upload (resuming), install, and confirm over the serial link. Returns a summary with
-    the transfer's bytes, seconds and resume offset."""
+    the transfer's bytes, seconds and resume offset. ``stage`` hears "upload", "install",
+    "confirm" as they start. ``rollback_on_failure``: when the switched bundle fails its
+    confirm-time checks, leave the device on its previous bundle now (raise ``RolledBack``)
+    rather than on trial until its deadline (fleet pushes)."""
     p = Path(bundle)
     try:  # before connecting: a missing bundle is the user's error, not the device's
         p.open("rb").close()
@@ -150,6 +155,7 @@ def push_over(dev, bundle: str | Path, *, allow_downgrade: bool = False, confirm
             raise FlashError(f"not enough disk space on the device: the bundle needs {need:,} "
                              f"bytes, {st['free_bytes']:,} are free; not sent", "no_space")
         t_up = time.perf_counter()
+        stage("upload")
         if staged:
             first.append(len(data))
             if progress:
@@ -161,9 +167,16 @@ def push_over(dev, bundle: str | Path, *, allow_downgrade: bool = False, confirm
         if trial_timeout_s is not None:
             args["trial_timeout_s"] = float(trial_timeout_s)
         log("verifying, writing the inactive slot and checking health on the device")
+        stage("install")
         out = _call(dev, "flash.install", args)
         if confirm:
-            done = _call(dev, "flash.confirm")
+            stage("confirm")
+            try:
+                done = _call(dev, "flash.confirm")
+            except FlashError as e:
+                if not rollback_on_failure:
+                    raise
+                raise _rolled_back(dev, out, e) from None
             out["confirmed"], out["live"] = done["health"], done.get("live")
         out["state"] = _call(dev, "flash.status")["state"]
     finally:
@@ -171,6 +184,20 @@ def push_over(dev, bundle: str | Path, *, allow_downgrade: bool = False, confirm
     out.update(bytes=len(data), resumed_from=first[0] if first else 0,
                upload_s=round(upload_s, 3), seconds=round(time.perf_counter() - t0, 3))
     return out
+
+
+def _rolled_back(dev, out: dict, why: FlashError) -> RolledBack:
+    """After a failed confirm: roll back what is still on trial (a failed live check has
+    rolled back already) and say what the device runs now."""
+    st = _call(dev, "flash.status")
+    if st["state"] == "trial" and st["active"] == out["slot"]:
+        _call(dev, "flash.rollback")
+        st = _call(dev, "flash.status")
+    now = f"bundle {st['version']}" if st.get("version") else "the packaged model"
+    msg = str(why) if "rolled back" in str(why) else f"{why}; rolled back to {now}"
+    return RolledBack(msg, {"tried": out["version"], "slot": st["active"],
+                            "version": st.get("version"), "state": st["state"],
+                            "code": why.code})
 
 
 def status_serial(port: str, baud: int = 921_600) -> dict:

@@ -132,9 +132,17 @@ def init_cmd(root, trust, max_bundle_mb, trial_timeout, profile) -> None:
     click.echo(f"{root}: trusts key(s) {', '.join(ids)}")
 
 
+_devices_opt = click.option("--devices", "devices_file", type=click.Path(dir_okay=False),
+                            help="A devices file: TOML [[device]] tables (port, name, baud) or "
+                            "lines 'PORT [NAME]'.")
+
+
 @cli.command("push")
 @click.argument("bundle", type=click.Path(dir_okay=False))
-@click.option("--port", "-p", envvar="EDGE_PORT", help="Serial device or pyserial URL.")
+@click.option("--port", "-p", "ports", multiple=True, envvar="EDGE_PORT",
+              help="Serial device or pyserial URL; repeat, or a quoted glob ('/dev/ttyUSB*'), "
+              "for several devices at once.")
+@_devices_opt
 @_root_opt
 @_baud_opt
 @click.option("--allow-downgrade", is_flag=True, help="Install an older version than the active.")
@@ -144,14 +152,27 @@ def init_cmd(root, trust, max_bundle_mb, trial_timeout, profile) -> None:
               help="Seconds to confirm before rollback (at most a day).")
 @click.option("--profile", help="With --root: the device's hardware profile (default: the one "
               "given to init).")
+@click.option("--canary", type=Number(int, lo=0), default=0, show_default=True,
+              help="Several devices: push to the first N, and to the rest only once they are "
+              "healthy; stop starting devices at the first failure.")
+@click.option("--workers", type=Number(int, lo=1, hi=256), default=16, show_default=True,
+              help="Several devices: how many to push to at once.")
 @click.option("--pace", is_flag=True, hidden=True, help="Pace writes at the baud (ptys).")
 @_json_opt
-def push_cmd(bundle, port, root, baud, allow_downgrade, no_confirm, trial_timeout, profile,
-             pace, as_json) -> None:
-    """Send a bundle to a device, install it in the inactive slot and switch."""
+def push_cmd(bundle, ports, devices_file, root, baud, allow_downgrade, no_confirm,
+             trial_timeout, profile, canary, workers, pace, as_json) -> None:
+    """Send a bundle to a device (or many), install it in the inactive slot and switch."""
     from edge.cliutil import err_console
-    from host import flash
+    from host import flash, fleet
 
+    if root and (ports or devices_file):
+        raise click.UsageError("give serial PORTs / --devices or --root DIR (one of them)")
+    if not root and (devices_file or len(ports) > 1
+                     or (ports and fleet.GLOB_CHARS.search(ports[0]))):
+        return _push_fleet(bundle, fleet.targets(ports, devices_file), baud, workers, canary,
+                           as_json, allow_downgrade=allow_downgrade, confirm=not no_confirm,
+                           trial_timeout_s=trial_timeout, pace=pace)
+    port = ports[0] if ports else None  # one device: the single-device output
     _target(port, root)
     log = (lambda msg: None) if as_json else (lambda msg: err_console.print(msg))
     if root:
@@ -182,6 +203,39 @@ def push_cmd(bundle, port, root, baud, allow_downgrade, no_confirm, trial_timeou
     if live:
         text += "\nlive service: " + (live["detail"] if live.get("running") else live["note"])
     _emit(out, as_json, text)
+
+
+def _push_fleet(bundle, devices, baud, workers, canary, as_json, **kw) -> None:
+    """``push`` to several devices at once: a progress row each, then a result table."""
+    from pathlib import Path
+
+    from host import flash, fleet
+
+    if not Path(bundle).is_file():  # one clear error, not the same one per device
+        raise click.ClickException(f"cannot read bundle {bundle}")
+
+    def op(t: fleet.Target, rep: fleet.Reporter) -> dict:
+        return flash.push_serial(bundle, t.port, t.baud or baud, progress=rep.progress,
+                                 stage=rep.stage, rollback_on_failure=True, **kw)
+
+    with fleet.progress(devices, enabled=not as_json) as bar:
+        results = fleet.run(devices, op, workers=workers, canary=canary,
+                            reporter=bar.reporter, on_done=bar.done)
+
+    def bundle_col(r: fleet.Result) -> str:
+        d = r.detail
+        if r.status == fleet.OK:
+            return f"{d['version']} in slot {d['slot']} ({d['state']})"
+        if r.status == fleet.ROLLED_BACK:
+            return f"{d.get('version') or 'packaged'} (tried {d.get('tried')})"
+        return "-"
+
+    out = fleet.summary(results)
+    out["bundle"] = str(bundle)
+    _emit(out, as_json, fleet.render_table(results, [("active bundle", bundle_col)]))
+    bad = fleet.failure_line(results, "push")
+    if bad:
+        raise click.ClickException(bad)
 
 
 @cli.command("status")
