@@ -98,3 +98,7 @@ system-down: $(STAMP)
 # issue 20: bring-up time, PTP and link per device, impaired loss, apply latency, clean down
 bench-system: $(STAMP) bootstrap
 	$(PY) benchmarks/system.py --devices $(N)
+
+# issue 20 item 3: push to 8 devices on ptys, one at a time vs all at once (paced and unpaced)
+bench-fleet: $(STAMP) bootstrap
+	$(PY) benchmarks/fleet.py --devices $(or $(DEVICES),8)

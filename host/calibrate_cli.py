@@ -426,16 +426,16 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
     pinned = _parse_pins(pins)
     cfg = ga.GAConfig(pop=pop, generations=generations, s1=s1, s2=s2, seed=seed)
 
-    def run_tune(path, on_generation, on_skip):
-        records = calibrate.load_records(path, on_skip=on_skip)
+    def run_tune(records, on_generation):
         return calibrate.tune(records, n_clusters=clusters, k_bins=k_bins, weights=weights,
                               cfg=cfg, pins=pinned, on_generation=on_generation)
 
     if len(telemetry) > 1:
         return _tune_fleet(telemetry, out, run_tune, seed, cfg, workers, as_json)
+    records = calibrate.load_records(telemetry[0], on_skip=_warn)
     with _progress() as prog:
         task = prog.add_task("genetic algorithm", total=generations)
-        res = run_tune(telemetry[0], lambda g, _: prog.update(task, completed=g + 1), _warn)
+        res = run_tune(records, lambda g, _: prog.update(task, completed=g + 1))
     _atomic_text(Path(out), json.dumps(res.to_dict(seed, cfg), indent=1) + "\n")
     for what, c in res.choices.items():
         click.echo(f"{what}: {c.value} ({c.reason})", err=True)
@@ -451,7 +451,7 @@ def _strategy_line(res) -> str:
 
 def _tune_fleet(files, out, run_tune, seed, cfg, workers, as_json) -> None:
     """One strategy per device's telemetry file, the files tuned side by side."""
-    from host import fleet
+    from host import calibrate, fleet
 
     def name(f: str) -> str:
         stem = Path(f).stem
@@ -467,8 +467,9 @@ def _tune_fleet(files, out, run_tune, seed, cfg, workers, as_json) -> None:
         rep.stage("genetic algorithm")
         rep.progress(0, cfg.generations)
         skipped = []
-        res = run_tune(t.port, lambda g, _: rep.progress(g + 1, cfg.generations),
-                       skipped.append)
+        records = calibrate.load_records(
+            t.port, on_skip=lambda m: (skipped.append(m), _warn(f"{t.name}: {m}")))
+        res = run_tune(records, lambda g, _: rep.progress(g + 1, cfg.generations))
         _atomic_text(path, json.dumps(res.to_dict(seed, cfg), indent=1) + "\n")
         return {"out": str(path), "strategy": _strategy_line(res).removeprefix("strategy: "),
                 "skipped_lines": len(skipped)}

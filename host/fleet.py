@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -214,8 +215,13 @@ def run(devices: Sequence[Target], op: Op, *, workers: int = 16, canary: int = 0
             continue
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(phase))),
                                 thread_name_prefix="fleet") as pool:
-            for f in [pool.submit(one, i, t, stop_on_failure) for i, t in phase]:
-                f.result()
+            try:
+                for f in [pool.submit(one, i, t, stop_on_failure) for i, t in phase]:
+                    f.result()
+            except KeyboardInterrupt:  # start no more; those running finish (mid-install)
+                stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     return [results[i] for i in range(len(devices))]
 
 
@@ -276,10 +282,13 @@ def render_table(results: Sequence[Result], columns: Sequence[tuple[str, Callabl
     for r in results:
         tab.add_row(r.name, r.port, f"[{style[r.status]}]{r.status}[/]",
                     *(str(fn(r)) for _, fn in columns), f"{r.seconds:.1f}", r.message)
+    tty = sys.stdout.isatty()
+    if width is None:  # a terminal's width; piped, one line per device (for grep)
+        width = shutil.get_terminal_size().columns if tty else 1000
     buf = io.StringIO()
-    Console(file=buf, width=width or max(100, shutil.get_terminal_size().columns),
-            force_terminal=False, color_system=None).print(tab)
-    return buf.getvalue().rstrip("\n")
+    Console(file=buf, width=width, force_terminal=tty, color_system="auto" if tty else None
+            ).print(tab)
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines())
 
 
 class progress:

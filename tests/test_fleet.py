@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -100,6 +99,28 @@ def test_one_failure_is_that_devices_result_and_a_canary_stops_the_rest():
     assert "rolled back" in table and "not started: an earlier device failed" in table
 
 
+def test_fleet_command_line_errors_are_one_line(tmp_path):
+    run = CliRunner().invoke
+    bundle = tmp_path / "b.hlb"
+    bundle.write_bytes(b"x")
+    for cli, args, code, why in [
+        (flash_cli, ["push", str(bundle), "--port", str(tmp_path / "none*")], 1,
+         "Error: no device matches"),
+        (flash_cli, ["push", str(tmp_path / "missing.hlb"), "--port", "a", "--port", "b"], 1,
+         "Error: cannot read bundle"),
+        (flash_cli, ["push", str(bundle), "--port", "a", "--root", str(tmp_path)], 2,
+         "give serial PORTs / --devices or --root DIR"),
+        (calibrate_cli, ["collect", "--devices", str(tmp_path / "no.toml")], 1,
+         "Error: cannot read devices file"),
+        (calibrate_cli, ["collect"], 2, "give a PORT (several, a glob, or --devices FILE)"),
+        (calibrate_cli, ["apply", "a", "b", str(tmp_path / "s-{device}.json")], 2,
+         "s-a.json' does not exist"),
+    ]:
+        r = run(cli, args)
+        assert r.exit_code == code and why in r.output and "Traceback" not in r.output, (
+            args, r.output)
+
+
 # ------------------------------------------------------------------- 8 devices, flash
 TIGHT_PROFILE = """name = "slow-board"
 description = "A board too slow for any model: 1 us of CPU per hop"
@@ -115,16 +136,20 @@ hop_budget_ms = 0.001
 
 class Fleet:
     """``n`` devices: state dirs copied from ``golden`` (1.0.0 confirmed), pty pairs
-    ``fl<i>-a`` (agent) / ``fl<i>-b`` (host), agents started side by side."""
+    ``fl<i>-a`` (agent) / ``fl<i>-b`` (host), an agent on each; ``close`` stops what
+    started, also when a start failed."""
 
     def __init__(self, tmp_path: Path, golden: Path, n: int):
         self.states = [tmp_path / f"state{i}" for i in range(n)]
-        for s in self.states:
-            shutil.copytree(golden, s)
-        self.pairs = [PtyPair(tmp_path, f"fl{i}") for i in range(n)]
-        with ThreadPoolExecutor(n) as pool:
-            self.agents = list(pool.map(lambda i: AgentProc(self.pairs[i].a, self.states[i]),
-                                        range(n)))
+        self.pairs, self.agents = [], []
+        try:
+            for i, s in enumerate(self.states):
+                shutil.copytree(golden, s)
+                self.pairs.append(PtyPair(tmp_path, f"fl{i}"))
+                self.agents.append(AgentProc(self.pairs[i].a, s))
+        except BaseException:
+            self.close()
+            raise
         self.ports = [p.b for p in self.pairs]
 
     def close(self) -> None:
