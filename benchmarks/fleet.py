@@ -95,8 +95,9 @@ def main() -> None:
     md = ["# Fleet benchmark", "",
           f"`flash-to-device push` of one bundle ({res['bundle']['bytes']:,} bytes, the default "
           f"model) to {n} agents on socat pty pairs, one at a time vs all at once "
-          f"(host/fleet.py); {res['machine']['cpus']} CPU cores shared with other work (1-minute load "
-          f"average {res['machine']['load_average_1min_at_start']} at the start). Paced: both ends pace "
+          f"(host/fleet.py); {res['machine']['cpus']} CPU cores shared with other work "
+          f"(1-minute load average {res['machine']['load_average_1min_at_start']} at the "
+          "start). Paced: both ends pace "
           f"their writes to {BAUD:,} baud as a UART would; unpaced: pty speed (CPU-bound).", "",
           "| link | sequential s | concurrent s | speedup | per device s (concurrent, median) |",
           "|---|---|---|---|---|"]

@@ -116,13 +116,15 @@ def push_serial(bundle: str | Path, port: str, baud: int = 921_600, *,
         raise PushError(f"cannot read {p}: {e.strerror}") from None
     with _connect(port, baud, pace) as dev:
         return push_over(dev, p, allow_downgrade=allow_downgrade, confirm=confirm,
-                         trial_timeout_s=trial_timeout_s, progress=progress, log=log)
+                         trial_timeout_s=trial_timeout_s, progress=progress, log=log,
+                         stage=stage, rollback_on_failure=rollback_on_failure)
 
 
 def push_over(dev, bundle: str | Path, *, allow_downgrade: bool = False, confirm: bool = True,
               trial_timeout_s: float | None = None,
               progress: Callable[[int, int], None] | None = None,
-              log=lambda msg: None) -> dict:
+              log=lambda msg: None, stage: Callable[[str], None] = lambda s: None,
+              rollback_on_failure: bool = False) -> dict:
     """``push_serial`` on a connection the caller holds (the dashboard's own)."""
     p = Path(bundle)
     try:
