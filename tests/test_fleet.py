@@ -226,8 +226,10 @@ def test_push_to_eight_devices_one_fails_its_live_check_and_rolls_back(
             assert (st["active"], st["version"], st["state"]) == ("B", "2.0.0", "confirmed")
         d = by_port[devs.ports[7]]
         assert d["status"] == "rolled back", d
-        assert "live check failed: hop CPU p99" in d["message"]
-        assert "over the budget of 0.001 ms" in d["message"]
+        # over 1 us per hop, or (on a loaded machine) overruns first: either fails the board
+        assert d["message"].startswith("live check failed: ")
+        assert ("over the budget of 0.001 ms" in d["message"]
+                or "overrun(s) on the new model" in d["message"]), d["message"]
         assert "rolled back to bundle 1.0.0" in d["message"]
         assert d["detail"]["version"] == "1.0.0" and d["detail"]["tried"] == "2.0.0"
         assert fingerprint(bad) == before[7]
