@@ -62,8 +62,9 @@ def common(f):
 
 @click.command("send")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--to", "url", required=True, metavar="URL",
-              help="udp://HOST:PORT or tcp://HOST:PORT")
+@click.option("--to", "urls", required=True, multiple=True, metavar="URL",
+              help="udp://HOST:PORT or tcp://HOST:PORT; repeat (udp) to send the same stream "
+                   "to more receivers (telemetry comes back from the first).")
 @click.option("--capacity", type=Number(float, lo=0.0, lo_open=True), default=None,
               help="Link capacity, kbit/s; the stream gets min(bitrate, share x capacity).")
 @click.option("--loop", is_flag=True, help="Repeat the file until stopped (SIGTERM, Ctrl-C).")
@@ -71,7 +72,7 @@ def common(f):
               help="Follow the active parameters in this file (the agent's params.json, "
                    "serve's {params_file}): applied between two packets, logged.")
 @common
-def send_cmd(path, url, capacity, loop, params_file, bitrate, buffer, share, fec, loss_hint,
+def send_cmd(path, urls, capacity, loop, params_file, bitrate, buffer, share, fec, loss_hint,
              telemetry_path, as_json) -> None:
     """Stream an audio file over RTP/Opus (UDP or TCP), paced in real time."""
     from contextlib import nullcontext
@@ -85,8 +86,13 @@ def send_cmd(path, url, capacity, loop, params_file, bitrate, buffer, share, fec
     from edge.transport.links import parse_url, resolve
     from edge.transport.sender import Sender, send_file
 
+    url = urls[0]
     proto, host, _ = parse_url(url)
-    resolve(host)  # an unknown host fails now, not as 24 silent retries and exit 0
+    for u in urls:
+        p, h, _ = parse_url(u)
+        if u is not url and p != "udp":
+            raise click.UsageError(f"{u}: more destinations must be udp://HOST:PORT")
+        resolve(h)  # an unknown host fails now, not as 24 silent retries and exit 0
     check_output(telemetry_path, "telemetry log")
     params = _params(bitrate, buffer, share, fec, loss_hint, proto)
     follow = ParamsFile(params_file) if params_file else None
@@ -94,7 +100,7 @@ def send_cmd(path, url, capacity, loop, params_file, bitrate, buffer, share, fec
         params = follow.poll() or params
     clip = load_audio(path)
     log = _telemetry(telemetry_path)
-    sender = Sender(url, params, telemetry=log, capacity_kbps=capacity)
+    sender = Sender(url, params, telemetry=log, capacity_kbps=capacity, also=urls[1:])
     stop = threading.Event()
     old = signal.signal(signal.SIGTERM, lambda *a: stop.set())
 
@@ -107,7 +113,7 @@ def send_cmd(path, url, capacity, loop, params_file, bitrate, buffer, share, fec
                               highlight=False)
             sender.update(new)
 
-    sent = 0.0
+    sent, start = 0.0, None
     try:
         bar = (nullcontext() if loop else
                Progress(TextColumn("sending"), BarColumn(), TimeRemainingColumn(),
@@ -115,9 +121,10 @@ def send_cmd(path, url, capacity, loop, params_file, bitrate, buffer, share, fec
         with bar as prog:  # no progress bar when looping (no end to show)
             task = prog.add_task("send", total=clip.seconds) if prog is not None else None
             while not stop.is_set():
-                send_file(clip.samples, sender, on_frame=on_frame,
-                          progress=(lambda k, n: prog.update(task, completed=k * 0.02))
-                          if prog is not None else None)
+                # a repeat continues the capture times: the media clock runs on seamlessly
+                start = send_file(clip.samples, sender, on_frame=on_frame, start_ns=start,
+                                  progress=(lambda k, n: prog.update(task, completed=k * 0.02))
+                                  if prog is not None else None)
                 sent += clip.seconds
                 if not loop:
                     break
@@ -151,10 +158,19 @@ class _Stopped(Exception):
 @click.option("--tap", type=click.Path(dir_okay=False),
               help="Append the played audio here as it plays (raw float32, 16 kHz mono), "
                    "for `host-calibrate apply --tap` to score.")
+@click.option("--playout", type=click.Choice(["adaptive", "ptp"]), default="adaptive",
+              show_default=True,
+              help="adaptive: jitter buffer anchored on arrivals; ptp: play each sample at its "
+                   "capture time + --link-offset on this host's PTP clock (AES67), so "
+                   "receivers play in step; --record then starts on a whole PTP second.")
+@click.option("--link-offset", type=Number(float, lo=0.0, lo_open=True, hi=5000.0),
+              default=None, metavar="MS",
+              help="PTP playout: capture-to-playout time, ms (default 100); more than the "
+                   "worst path delay + 30 ms, the same on every receiver.")
 @common
-def receive_cmd(listen, protocol, play, record, duration, peer, tap, bitrate, buffer, share, fec,
-                loss_hint, telemetry_path, as_json) -> None:
-    """Receive an RTP/Opus stream through the jitter buffer."""
+def receive_cmd(listen, protocol, play, record, duration, peer, tap, playout, link_offset,
+                bitrate, buffer, share, fec, loss_hint, telemetry_path, as_json) -> None:
+    """Receive an RTP/Opus stream (jitter buffer, or PTP-timed playout)."""
     from pathlib import Path
 
     from edge.audio import save_audio
@@ -163,6 +179,11 @@ def receive_cmd(listen, protocol, play, record, duration, peer, tap, bitrate, bu
 
     if play and record:
         raise click.UsageError("use --play or --record, not both")
+    if link_offset is not None and playout != "ptp":
+        raise click.UsageError("--link-offset needs --playout ptp")
+    if play and playout == "ptp":
+        raise click.UsageError("--playout ptp writes --record or --tap; a sound card would "
+                               "have to be locked to PTP itself (not supported yet)")
     from edge.outpaths import check_output
 
     if record and not Path(record).parent.exists():
@@ -177,7 +198,8 @@ def receive_cmd(listen, protocol, play, record, duration, peer, tap, bitrate, bu
                         (lambda y: tap_fh.write(y.astype("<f4").tobytes())) if tap_fh else None)
             if f is not None]
     rx = Receiver(listen, params, on_audio=(lambda y: [f(y) for f in outs]) if outs else None,
-                  keep_audio=bool(record), telemetry=log, peer=peer)
+                  keep_audio=bool(record), telemetry=log, peer=peer, playout=playout,
+                  link_offset_ms=100.0 if link_offset is None else link_offset)
     err_console.print(f"listening on {protocol}://{rx.addr[0]}:{rx.port}")
     stop = threading.Event()
     old = signal.signal(signal.SIGTERM, lambda *a: stop.set())

@@ -41,6 +41,21 @@ def _opuslib():
     return opuslib
 
 
+_DELAY: list[int] = []
+
+
+def codec_delay() -> int:
+    """Samples (16 kHz) by which decoded audio trails the encoder's input: libopus's lookahead
+    for this encoder configuration (104, 6.5 ms), asked once. PTP playout subtracts it so
+    sample n plays at its own capture time plus the link offset."""
+    if not _DELAY:
+        ol = _opuslib()
+        enc = ol.Encoder(RATE, 1, ol.APPLICATION_AUDIO)
+        _DELAY.append(int(ol.api.encoder.encoder_ctl(enc.encoder_state,
+                                                     ol.api.ctl.get_lookahead)))
+    return _DELAY[0]
+
+
 class OpusEncoder:
     """float32 (320,) frames -> Opus packets at ``bitrate_bps`` (CBR)."""
 

@@ -34,6 +34,7 @@ class Playout:
     kind: str
     seq: int  # extended sequence number of the slot
     payload: bytes | None = None
+    index: int | None = None  # PTP playout: output sample (PTP time x rate) of the first sample
 
 
 class JitterBuffer:

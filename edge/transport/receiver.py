@@ -3,10 +3,14 @@ per-second telemetry to a JSON-lines log and back to the sender (RTCP APP packet
 
 Two threads: the network thread only parses and queues packets into the jitter buffer; the
 playout thread wakes every 5 ms, decodes the frames that are due and hands them to
-``on_audio`` (a device, a file, a callback). Bad input (malformed RTP, a wrong payload type,
-oversized datagrams, a foreign SSRC or source address, stray sequence numbers, a vanished peer)
-is logged, counted and dropped; which packets belong to the stream, and their numbering, is
-decided by ``edge.transport.seqstate.SeqTracker``.
+``on_audio`` (a device, a file, a callback). With ``playout="ptp"`` the adaptive jitter buffer
+gives way to ``edge.transport.playout.PtpPlayout``: each frame plays at its RTP (media clock)
+timestamp plus ``link_offset_ms`` on this host's PTP clock, and the recording is laid out by
+those times, so every receiver of the stream plays and records it sample-aligned.
+Bad input (malformed RTP, a wrong payload type, oversized datagrams, a foreign SSRC or source
+address, stray sequence numbers, a vanished peer) is logged, counted and dropped; which
+packets belong to the stream, and their numbering, is decided by
+``edge.transport.seqstate.SeqTracker``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 from edge.params import ParamsError, TransportParams
 from edge.transport import rtp
-from edge.transport.codec import FRAME, FRAME_MS, OpusDecoder
+from edge.transport.codec import FRAME, FRAME_MS, OpusDecoder, codec_delay
 from edge.transport.jitter import JitterBuffer
 from edge.transport.links import (
     TransportError,
@@ -33,6 +37,7 @@ from edge.transport.links import (
     parse_hostport,
     recv_stamped,
 )
+from edge.transport.playout import PtpPlayout, TimedTrack
 from edge.transport.sender import system_clock_ns
 from edge.transport.seqstate import SeqTracker
 from edge.transport.telemetry import TelemetryLog, TelemetryMeter
@@ -41,19 +46,22 @@ log = logging.getLogger(__name__)
 TICK_S = 0.005
 RECEIVER_PARAMS = ("buffer_ms", "fec", "protocol")  # what the receiver takes from APP_PARAMS
 SSRC_TAKEOVER_S = 1.0  # another SSRC may take over after the current one was silent this long
+PLAYOUTS = ("adaptive", "ptp")
 
 
 class Receiver:
     """Listens on ``listen`` ('ADDR:PORT' or (addr, port)) for one RTP/Opus stream; with
     ``peer`` ('ADDR:PORT', port 0 for any) only from that address, else from the first source
-    that sends a valid stream."""
+    that sends a valid stream. ``playout``: 'adaptive' (jitter buffer anchored on arrivals)
+    or 'ptp' (capture time + ``link_offset_ms`` on ``clock``, the PTP-disciplined clock)."""
 
     def __init__(self, listen: str | tuple[str, int], params: TransportParams | None = None,
                  on_audio: Callable[[np.ndarray], None] | None = None, keep_audio: bool = True,
                  clock: Callable[[], int] = system_clock_ns,
                  telemetry: TelemetryLog | None = None, interval_s: float = 1.0,
                  on_frame: Callable[[int, int, np.ndarray], None] | None = None,
-                 peer: str | None = None) -> None:
+                 peer: str | None = None, playout: str = "adaptive",
+                 link_offset_ms: float = 100.0) -> None:
         self.addr = parse_hostport(listen) if isinstance(listen, str) else tuple(listen)
         self.params = params or TransportParams()
         self.clock = clock
@@ -62,7 +70,14 @@ class Receiver:
         self.keep_audio = keep_audio
         self.telemetry = telemetry if telemetry is not None else TelemetryLog()
         self.interval_s = interval_s
-        self.jb = JitterBuffer(self.params.buffer_ms, fec=self.params.fec)
+        if playout not in PLAYOUTS:
+            raise ValueError(f"playout must be one of {PLAYOUTS}, not {playout!r}")
+        self.playout = playout
+        self.jb = (PtpPlayout(link_offset_ms, fec=self.params.fec, delay_samples=codec_delay())
+                   if playout == "ptp" else JitterBuffer(self.params.buffer_ms,
+                                                         fec=self.params.fec))
+        self.track = TimedTrack()  # PTP playout: the recording, by play time
+        self.missed = 0  # PTP playout: frames decoded after their play time (silence instead)
         self.meter = TelemetryMeter()
         self.dec = OpusDecoder()
         self._frames: list[np.ndarray] = []
@@ -233,7 +248,10 @@ class Receiver:
                     self.allocated_kbps = float(q.allocated_kbps)
                 if not self.meter.packet(ext, q.timestamp, q.send_ns, t_ns, n):
                     self.counts["duplicates_net"] += 1
-                self.jb.push(ext, q.payload, t_ns / 1e9)
+                if self.playout == "ptp":
+                    self.jb.push(ext, q.payload, t_ns / 1e9, q.timestamp)
+                else:
+                    self.jb.push(ext, q.payload, t_ns / 1e9)
 
     @property
     def ssrc(self) -> int | None:
@@ -321,9 +339,15 @@ class Receiver:
             y = self.dec.conceal()
         if slot.kind == "discard":
             return
+        if slot.index is not None and self.clock() > slot.index * (1_000_000_000 // 16_000):
+            # too late for a PTP-timed output: a sound card would already have played silence
+            self.missed += 1
+            y = np.zeros_like(y)
         self.meter.audio(y)
         if self.keep_audio:
             self._frames.append(y)
+            if slot.index is not None:
+                self.track.put(slot.index, y)
         if self.on_frame:
             self.on_frame(slot.seq, now_ns, y)
         if self.on_audio:
@@ -354,8 +378,17 @@ class Receiver:
 
     # results -----------------------------------------------------------------------
     def audio(self) -> np.ndarray:
-        """Everything played so far, (n,) float32 at 16 kHz."""
+        """Everything played so far, (n,) float32 at 16 kHz; with PTP playout laid out by
+        play time from ``record_start_ns`` (gaps silent)."""
+        if self.playout == "ptp":
+            return self.track.array()
         return np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
+
+    @property
+    def record_start_ns(self) -> int | None:
+        """PTP playout: the PTP time at which ``audio()[0]`` plays (a whole second)."""
+        start = self.track.start
+        return None if start is None else start * (1_000_000_000 // 16_000)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the stream's end was played out; False on timeout."""
@@ -376,7 +409,10 @@ class Receiver:
             "delay_ms": round(jb.delay_ms, 1), "target_ms": round(1000 * jb.target_s, 1),
             "buffer_ms": self.params.buffer_ms,
             "seconds": round(len(self._frames) * FRAME / 16_000, 3), **self.counts,
-            **self.tracker.counts,
+            **self.tracker.counts, "playout": self.playout,
+            **({"link_offset_ms": jb.link_offset_ms, "missed": self.missed,
+                "resyncs": jb.resyncs, "record_start_ns": self.record_start_ns}
+               if self.playout == "ptp" else {}),
         }
 
     def close(self) -> None:

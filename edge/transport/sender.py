@@ -11,6 +11,10 @@ loss raises the Opus expected-loss hint so FEC follows the link.
 (32 bytes per packet, 12.8 kbit/s at 50 packets/s; plus 0.8 kbit/s of RFC 4571 framing on
 TCP), so the bytes sent match the configured bitrate. With a known link capacity the
 allocation is ``min(bitrate, share * capacity)``.
+
+``also``: more UDP destinations that get a copy of every packet (unicast fan-out, where AES67
+would use multicast): one stream, one SSRC, the same timestamps, so several receivers can play
+it in step (``receive --playout ptp``). Telemetry comes back from the main destination only.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from edge.params import Telemetry, TransportParams
 from edge.transport import rtp
 from edge.transport.codec import FRAME, FRAME_MS, TS_PER_FRAME, OpusEncoder
-from edge.transport.links import TransportError, open_link, parse_url
+from edge.transport.links import TransportError, UdpLink, open_link, parse_url
 from edge.transport.telemetry import TelemetryLog
 
 log = logging.getLogger(__name__)
@@ -61,8 +65,11 @@ class Sender:
     def __init__(self, url: str, params: TransportParams | None = None,
                  clock: Callable[[], int] = system_clock_ns,
                  telemetry: TelemetryLog | None = None, capacity_kbps: float | None = None,
-                 ssrc: int | None = None) -> None:
+                 ssrc: int | None = None, also: tuple[str, ...] = ()) -> None:
         proto, self.host, self.port = parse_url(url)
+        extra = [parse_url(u) for u in also]
+        if any(p != "udp" for p, _, _ in extra):
+            raise TransportError("extra destinations must be udp://HOST:PORT")
         params = params or TransportParams()
         self.params = params if params.protocol == proto else params.replace(protocol=proto)
         self.clock = clock
@@ -71,6 +78,7 @@ class Sender:
         self.ssrc = ssrc if ssrc is not None else int.from_bytes(os.urandom(4), "big")
         self.first_seq = self.seq = int.from_bytes(os.urandom(2), "big")
         self._ts: int | None = None
+        self.capture_start_ns: int | None = None  # PTP time of the first frame's first sample
         self._pending = np.zeros(0, np.float32)
         self.packets = self.bytes = self.send_errors = self.dropped = 0
         self.rtcp = self.rtcp_bad = self.reconnects = self.control_packets = 0
@@ -84,6 +92,7 @@ class Sender:
         self._announce_left = ANNOUNCE_REPEATS  # APP_PARAMS still to send at once
         self._frames = 0
         self._connect(raise_errors=self.params.protocol == "tcp")
+        self._copies = [UdpLink(h, p) for _, h, p in extra]
         self._rx = threading.Thread(target=self._back_channel, name="rtcp-rx", daemon=True)
         self._rx.start()
 
@@ -133,6 +142,8 @@ class Sender:
         send time."""
         if t_ns is not None and not len(self._pending):
             self._ts = (int(t_ns) * 48_000 // 1_000_000_000) & 0xFFFFFFFF
+            if self.capture_start_ns is None:
+                self.capture_start_ns = int(t_ns)
         x = np.concatenate([self._pending, np.asarray(block, np.float32).reshape(-1)])
         n = len(x) // FRAME
         for i in range(n):
@@ -145,6 +156,7 @@ class Sender:
             now = self.clock()  # stamped after encoding: latency is the network's alone
             if self._ts is None:  # RTP timestamp from the media clock: 48 kHz ticks of PTP time
                 self._ts = (now * 48_000 // 1_000_000_000) & 0xFFFFFFFF
+                self.capture_start_ns = now
             alloc = allocation_kbps(self.params, self.capacity_kbps)
             pkt = rtp.RtpPacket(seq=self.seq, timestamp=self._ts, ssrc=self.ssrc,
                                 payload=payload, send_ns=now,
@@ -163,8 +175,17 @@ class Sender:
         uses (buffer bound, FEC, protocol) through the stream's own signalling."""
         return rtp.pack_app(rtp.APP_PARAMS, self.ssrc, self.params.to_dict())
 
+    def _copy(self, pkt: bytes) -> None:
+        """The same packet to the extra destinations (best effort, like UDP itself)."""
+        for link in self._copies:
+            try:
+                link.send(pkt)
+            except OSError:
+                self.send_errors += 1
+
     def _send_control(self, pkt: bytes) -> None:
         """A control packet: not counted as media, never fatal."""
+        self._copy(pkt)
         if self._link is None:
             return
         try:
@@ -174,6 +195,7 @@ class Sender:
             pass
 
     def _send(self, pkt: bytes) -> bool:
+        self._copy(pkt)
         if self._link is None:
             if time.monotonic() < self._next_connect:
                 self.dropped += 1
@@ -257,6 +279,7 @@ class Sender:
                                                         & 0xFFFF},
                                pt=rtp.RTCP_BYE)
             for _ in range(BYE_REPEATS if bye else 0):
+                self._copy(pkt)
                 if self._link is not None:
                     try:
                         self._link.send(pkt)
@@ -269,13 +292,16 @@ class Sender:
             if self._link is not None:
                 self._link.close()
                 self._link = None
+            for link in self._copies:
+                link.close()
 
     def stats(self) -> dict:
         return {"packets": self.packets, "bytes": self.bytes, "send_errors": self.send_errors,
                 "dropped": self.dropped, "rtcp": self.rtcp, "rtcp_bad": self.rtcp_bad,
                 "reconnects": self.reconnects, "control": self.control_packets,
                 "codec_bps": self._enc.bitrate_bps,
-                "loss_hint_pct": self._enc.loss_pct}
+                "loss_hint_pct": self._enc.loss_pct,
+                "capture_start_ns": self.capture_start_ns}
 
     def __enter__(self) -> Sender:
         return self
@@ -288,25 +314,32 @@ class NetworkSink(Sender):
     """The live loop's sink: ``NetworkSink(url, params).write(block_16k_float32)``, ``close()``."""
 
 
+SAMPLE_NS = 1_000_000_000 // 16_000
+FRAME_NS = FRAME_MS * 1_000_000
+
+
 def send_file(samples: np.ndarray, sender: Sender, realtime: bool = True,
               progress: Callable[[int, int], None] | None = None,
-              on_frame: Callable[[int, int], None] | None = None) -> float:
-    """Send (n,) float32 16 kHz samples paced in real time: frame k leaves when its last
-    sample would have been captured. Returns the send start time (monotonic s).
+              on_frame: Callable[[int, int], None] | None = None,
+              start_ns: int | None = None) -> int:
+    """Send (n,) float32 16 kHz samples as if captured now, paced in real time: frame k
+    leaves when its last sample would have been captured. Capture times are on the sender's
+    clock, from ``start_ns`` (default: now, rounded down to a whole 16 kHz sample of PTP time,
+    as a PTP-locked sound card's samples are); the RTP timestamps carry them (media clock).
+    Returns the capture time just after the last sample (``start_ns`` of a seamless repeat).
     ``on_frame(k, t_ns)`` is told the clock time at which frame k's first sample was
     "captured" (used to measure glass-to-glass latency)."""
     n = math.ceil(len(samples) / FRAME)
     x = np.pad(np.asarray(samples, np.float32), (0, n * FRAME - len(samples)))
-    t0 = time.monotonic()
-    c0 = sender.clock()
+    c0 = sender.clock() // SAMPLE_NS * SAMPLE_NS if start_ns is None else int(start_ns)
     for k in range(n):
-        if realtime:
-            wait = t0 + (k + 1) * FRAME_MS / 1000 - time.monotonic()
+        if realtime:  # paced on the sender's (PTP) clock: the media clock the stamps follow
+            wait = (c0 + (k + 1) * FRAME_NS - sender.clock()) / 1e9
             if wait > 0:
-                time.sleep(wait)
+                time.sleep(min(wait, 0.1))  # a stepped clock cannot stall the stream
         if on_frame:
-            on_frame(k, c0 + k * FRAME_MS * 1_000_000)
-        sender.write(x[k * FRAME:(k + 1) * FRAME])
+            on_frame(k, c0 + k * FRAME_NS)
+        sender.write(x[k * FRAME:(k + 1) * FRAME], t_ns=c0 + k * FRAME_NS)
         if progress and k % 25 == 0:
             progress(k, n)
-    return t0
+    return c0 + n * FRAME_NS

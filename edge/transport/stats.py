@@ -137,3 +137,28 @@ def align(ref: np.ndarray, deg: np.ndarray, max_lag: int = 16_000) -> np.ndarray
     y = deg[lag:] if lag >= 0 else np.concatenate([np.zeros(-lag, deg.dtype), deg])
     y = y[: len(ref)]
     return np.pad(y, (0, len(ref) - len(y))).astype(np.float32)
+
+
+def lag_samples(ref: np.ndarray, deg: np.ndarray, max_lag: int = 16_000
+                ) -> tuple[float, float]:
+    """Where ``ref`` sits in ``deg`` (samples, positive: ``deg`` is later) and how alike they
+    are there (normalised cross-correlation peak, 1 = identical). The integer peak within
+    ±``max_lag`` is refined by a parabola through it and its two neighbours, so a lag is
+    resolved to a small fraction of a sample (playout alignment is judged at 1/3 sample)."""
+    from scipy.signal import correlate
+
+    ref = np.asarray(ref, np.float64)
+    deg = np.asarray(deg, np.float64)
+    norm = float(np.sqrt(np.dot(ref, ref) * np.dot(deg, deg)))
+    if not len(ref) or not len(deg) or norm == 0.0:
+        return float("nan"), 0.0
+    c = correlate(deg, ref, mode="full", method="fft")
+    lags = np.arange(-len(ref) + 1, len(deg))
+    ok = np.flatnonzero(np.abs(lags) <= max_lag)
+    k = int(ok[np.argmax(c[ok])])
+    frac = 0.0
+    if 0 < k < len(c) - 1:
+        a, b, d = c[k - 1], c[k], c[k + 1]
+        den = a - 2 * b + d
+        frac = float(0.5 * (a - d) / den) if den < 0 else 0.0
+    return float(lags[k]) + frac, float(c[k] / norm)
