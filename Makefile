@@ -102,3 +102,7 @@ bench-system: $(STAMP) bootstrap
 # issue 20 item 3: push to 8 devices on ptys, one at a time vs all at once (paced and unpaced)
 bench-fleet: $(STAMP) bootstrap
 	$(PY) benchmarks/fleet.py --devices $(or $(DEVICES),8)
+
+# issue 19 item 2: two receivers behind different links play one stream at PTP time (not in CI)
+bench-playout: $(STAMP) bootstrap
+	$(PY) benchmarks/playout.py --minutes $(or $(MINUTES),5)

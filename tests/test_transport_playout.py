@@ -96,3 +96,54 @@ def test_lag_is_resolved_to_a_small_fraction_of_a_sample(shift):
     y = np.fft.irfft(np.fft.rfft(x) * np.exp(-2j * np.pi * f * shift), n)
     lag, peak = lag_samples(x[2000:-2000], y[2000:-2000], max_lag=50)
     assert lag == pytest.approx(shift, abs=0.05) and peak > 0.95
+
+
+@pytest.mark.parametrize("args, why", [
+    (["receive", "--listen", "127.0.0.1:0", "--link-offset", "100"], "needs --playout ptp"),
+    (["receive", "--listen", "127.0.0.1:0", "--playout", "ptp", "--play"], "locked to PTP"),
+    (["receive", "--listen", "127.0.0.1:0", "--playout", "ptp", "--link-offset", "0"], "0"),
+])
+def test_receive_refuses_playout_options_that_cannot_work(args, why):
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2 and why in r.output and "Traceback" not in r.output, r.output
+
+
+def test_send_fans_out_to_udp_only(tmp_path, tone):
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    sf.write(tmp_path / "t.wav", tone, 16_000)
+    r = CliRunner().invoke(cli, ["send", str(tmp_path / "t.wav"), "--to", "udp://127.0.0.1:9",
+                                 "--to", "tcp://127.0.0.1:9"])
+    assert r.exit_code == 2 and "must be udp://" in r.output, r.output
+
+
+def test_one_stream_reaches_two_receivers_with_the_same_timestamps(tone):
+    """``Sender(also=...)``: every packet goes to each destination, so PTP playout places
+    the same frame at the same sample on both receivers (loopback, real sockets)."""
+    from edge.transport.receiver import Receiver
+    from edge.transport.sender import Sender, send_file
+
+    rxs = [Receiver("127.0.0.1:0", playout="ptp", link_offset_ms=80) for _ in range(2)]
+    try:
+        tx = Sender(f"udp://127.0.0.1:{rxs[0].port}", also=(f"udp://127.0.0.1:{rxs[1].port}",))
+        start = send_file(np.tile(tone, 2), tx)
+        tx.close()
+        assert all(rx.wait(10) for rx in rxs)
+        a, b = (rx.audio() for rx in rxs)
+        assert rxs[0].record_start_ns == rxs[1].record_start_ns is not None
+        assert start - tx.capture_start_ns == 2 * 10**9  # two seconds of capture times
+        assert rxs[0].summary()["received"] == rxs[1].summary()["received"] == 100
+        n = min(len(a), len(b))
+        # the same decoded samples at the same places (a frame only a stalled CPU made one
+        # receiver miss is silence there)
+        assert n > 16_000 and np.mean(np.isclose(a[:n], b[:n], atol=1e-6)) > 0.9
+    finally:
+        for rx in rxs:
+            rx.close()

@@ -166,7 +166,7 @@ class _Stopped(Exception):
 @click.option("--link-offset", type=Number(float, lo=0.0, lo_open=True, hi=5000.0),
               default=None, metavar="MS",
               help="PTP playout: capture-to-playout time, ms (default 100); more than the "
-                   "worst path delay + 30 ms, the same on every receiver.")
+                   "worst path delay + 40 ms, the same on every receiver.")
 @common
 def receive_cmd(listen, protocol, play, record, duration, peer, tap, playout, link_offset,
                 bitrate, buffer, share, fec, loss_hint, telemetry_path, as_json) -> None:

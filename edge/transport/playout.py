@@ -42,7 +42,7 @@ class PtpPlayout:
     """Schedules frames by their RTP timestamps (the interface of ``JitterBuffer``, plus the
     timestamp in ``push``). Slots carry ``index``: the output sample of their first sample."""
 
-    def __init__(self, link_offset_ms: float, *, fec: bool = True, lead_ms: float = 10.0,
+    def __init__(self, link_offset_ms: float, *, fec: bool = True, lead_ms: float = 20.0,
                  delay_samples: int = 0, rate: int = 16_000, frame_ms: float = 20) -> None:
         self.rate = rate
         self.link_offset_ms = float(link_offset_ms)
