@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--window", type=float, default=10.0, help="seconds per lag window")
     ap.add_argument("--baseline-seconds", type=float, default=30.0)
+    ap.add_argument("--realtime-priority", type=int, default=10,
+                    help="receive --realtime-priority (SCHED_FIFO) for the PTP run; 0: off")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -77,7 +79,8 @@ def main() -> None:
             (tmp / "ptp").mkdir()
             t0 = time.monotonic()
             res = run(hub, where, tmp / "ptp", tmp / "in.wav", LINKS, OFFSET_MS,
-                      timeout_s=seconds + 120)
+                      timeout_s=seconds + 120,
+                      rx_args=("--realtime-priority", str(args.realtime_priority)))
             wall = time.monotonic() - t0
             (a, a0), (b, b0) = (recording(rx) for rx in res["receivers"])
             lags = windows(a, a0, b, b0, window_s=args.window)
@@ -88,6 +91,7 @@ def main() -> None:
     lag_us = np.array([w["lag"] for w in lags]) * US_PER_SAMPLE
     out = {
         "minutes": args.minutes, "window_s": args.window, "link_offset_ms": OFFSET_MS,
+        "realtime_priority": args.realtime_priority,
         "links": [" ".join(x) for x in LINKS], "wall_s": round(wall, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_1min_at_end": round(os.getloadavg()[0], 2)},
@@ -125,6 +129,7 @@ def write_table(out: Path, res: dict) -> None:
                      f"{res['source_error_us'][i]:+.2f} |")
     b = res["baseline_adaptive"]
     lines += ["", f"{res['minutes']:g} min of speech, link offset {res['link_offset_ms']:g} ms, "
+              f"receivers at SCHED_FIFO {res['realtime_priority']} (0: normal scheduling), "
               f"lag of B against A in {res['windows']} windows of {res['window_s']:g} s "
               f"({res['windows_possible']} possible; windows of silence are left out): max "
               f"|lag| {res['lag_us_max_abs']:.3f} µs, mean {res['lag_us_mean']:+.3f} µs, "

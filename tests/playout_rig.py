@@ -36,11 +36,12 @@ def _start(ns: str, *args: str) -> subprocess.Popen:
 
 def run(hub: str, spokes: list[tuple[str, str]], tmp: Path, wav: Path,
         impairments: list[list[str]], link_offset_ms: float, timeout_s: float,
-        playout: str = "ptp") -> dict:
+        playout: str = "ptp", rx_args: tuple[str, ...] = ()) -> dict:
     """Stream ``wav`` from ``hub`` to receiver namespaces ``spokes`` ((namespace, address));
     link i impaired by emulator options ``impairments[i]``. Returns the sender's summary,
     each receiver's summary (+ its recording path) and each emulator's truth. ``playout``
-    'adaptive' runs today's jitter buffer instead, as the baseline."""
+    'adaptive' runs today's jitter buffer instead, as the baseline; ``rx_args`` go to each
+    ``receive``."""
     procs: list[subprocess.Popen] = []
     try:
         rxs, emus = [], []
@@ -49,7 +50,7 @@ def run(hub: str, spokes: list[tuple[str, str]], tmp: Path, wav: Path,
             p = _start(ns, str(BIN / "edge-denoise"), "receive", "--listen", f"{addr}:{PORT}",
                        "--playout", playout,
                        *(["--link-offset", str(link_offset_ms)] if playout == "ptp" else []),
-                       "--record", str(rec), "--json", "--duration", str(timeout_s))
+                       "--record", str(rec), "--json", "--duration", str(timeout_s), *rx_args)
             procs.append(p)
             rxs.append((p, rec))
         for p, _ in rxs:

@@ -167,9 +167,14 @@ class _Stopped(Exception):
               default=None, metavar="MS",
               help="PTP playout: capture-to-playout time, ms (default 100); more than the "
                    "worst path delay + 40 ms, the same on every receiver.")
+@click.option("--realtime-priority", type=Number(int, lo=0, hi=99), default=0,
+              show_default=True, metavar="N",
+              help="Run the receive and playout threads at SCHED_FIFO priority N (needs "
+                   "CAP_SYS_NICE; 0: normal scheduling).")
 @common
 def receive_cmd(listen, protocol, play, record, duration, peer, tap, playout, link_offset,
-                bitrate, buffer, share, fec, loss_hint, telemetry_path, as_json) -> None:
+                realtime_priority, bitrate, buffer, share, fec, loss_hint, telemetry_path,
+                as_json) -> None:
     """Receive an RTP/Opus stream (jitter buffer, or PTP-timed playout)."""
     from pathlib import Path
 
@@ -199,7 +204,8 @@ def receive_cmd(listen, protocol, play, record, duration, peer, tap, playout, li
             if f is not None]
     rx = Receiver(listen, params, on_audio=(lambda y: [f(y) for f in outs]) if outs else None,
                   keep_audio=bool(record), telemetry=log, peer=peer, playout=playout,
-                  link_offset_ms=100.0 if link_offset is None else link_offset)
+                  link_offset_ms=100.0 if link_offset is None else link_offset,
+                  realtime_priority=realtime_priority)
     err_console.print(f"listening on {protocol}://{rx.addr[0]}:{rx.port}")
     stop = threading.Event()
     old = signal.signal(signal.SIGTERM, lambda *a: stop.set())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -61,7 +62,7 @@ class Receiver:
                  telemetry: TelemetryLog | None = None, interval_s: float = 1.0,
                  on_frame: Callable[[int, int, np.ndarray], None] | None = None,
                  peer: str | None = None, playout: str = "adaptive",
-                 link_offset_ms: float = 100.0) -> None:
+                 link_offset_ms: float = 100.0, realtime_priority: int = 0) -> None:
         self.addr = parse_hostport(listen) if isinstance(listen, str) else tuple(listen)
         self.params = params or TransportParams()
         self.clock = clock
@@ -78,6 +79,7 @@ class Receiver:
                                                          fec=self.params.fec))
         self.track = TimedTrack()  # PTP playout: the recording, by play time
         self.missed = 0  # PTP playout: frames decoded after their play time (silence instead)
+        self.realtime_priority = realtime_priority
         self.meter = TelemetryMeter()
         self.dec = OpusDecoder()
         self._frames: list[np.ndarray] = []
@@ -150,7 +152,19 @@ class Receiver:
                 self.tracker.relock()
 
     # network thread ------------------------------------------------------------------
+    def _tune_thread(self) -> None:
+        """SCHED_FIFO for this thread when asked: a timed playout must not wait behind other
+        processes for longer than its lead (both threads: the playout thread needs the
+        packets the network thread has not read yet)."""
+        if self.realtime_priority > 0:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
+            except (OSError, AttributeError) as e:
+                log.warning("receive: realtime priority %d refused (%s; needs CAP_SYS_NICE)",
+                            self.realtime_priority, e)
+
     def _net_loop(self) -> None:
+        self._tune_thread()
         while not self._stop.is_set():
             try:
                 events = self._sel.select(timeout=0.05)
@@ -306,6 +320,7 @@ class Receiver:
 
     # playout thread ------------------------------------------------------------------
     def _play_loop(self) -> None:
+        self._tune_thread()
         next_report = time.monotonic() + self.interval_s
         while not self._stop.is_set():
             now_ns = self.clock()

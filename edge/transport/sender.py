@@ -78,7 +78,7 @@ class Sender:
         self.ssrc = ssrc if ssrc is not None else int.from_bytes(os.urandom(4), "big")
         self.first_seq = self.seq = int.from_bytes(os.urandom(2), "big")
         self._ts: int | None = None
-        self.capture_start_ns: int | None = None  # PTP time of the first frame's first sample
+        self.capture_start_ns: int | None = None  # first t_ns given (else the first send time)
         self._pending = np.zeros(0, np.float32)
         self.packets = self.bytes = self.send_errors = self.dropped = 0
         self.rtcp = self.rtcp_bad = self.reconnects = self.control_packets = 0
