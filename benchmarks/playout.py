@@ -53,41 +53,33 @@ def main() -> None:
 
     import numpy as np
     import soundfile as sf
-    from playout_rig import RATE, recording, run, source_error, speech, windows
-    from sandbox import veth_star
+    from playout_rig import RATE, recording, run, source_error, speech, star, windows
 
-    pid = os.getpid()
-    hub, spokes = f"hlb{pid}s", (f"hlb{pid}a", f"hlb{pid}b")
-    teardown, addrs = veth_star(hub, spokes, f"hb{pid}", net=81)
-    where = [(ns, a[1]) for ns, a in zip(spokes, addrs, strict=True)]
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            tmp = Path(d)
-            # baseline: today's jitter buffer, recordings compared as they are
-            src = speech(DATA, args.baseline_seconds)
-            sf.write(tmp / "base.wav", src, RATE)
-            (tmp / "base").mkdir()
-            base = run(hub, where, tmp / "base", tmp / "base.wav", LINKS, OFFSET_MS,
-                       timeout_s=args.baseline_seconds + 60, playout="adaptive")
-            # its recordings hold frames, not play times: the play time after sending is the
-            # receiver's path latency plus its jitter buffer's delay (both in its summary)
-            play = [rx["latency_ms_median"] + rx["delay_ms"] for rx in base["receivers"]]
-            # PTP playout, the long run
-            seconds = args.minutes * 60
-            src = speech(DATA, seconds)
-            sf.write(tmp / "in.wav", src, RATE)
-            (tmp / "ptp").mkdir()
-            t0 = time.monotonic()
-            res = run(hub, where, tmp / "ptp", tmp / "in.wav", LINKS, OFFSET_MS,
-                      timeout_s=seconds + 120,
-                      rx_args=("--realtime-priority", str(args.realtime_priority)))
-            wall = time.monotonic() - t0
-            (a, a0), (b, b0) = (recording(rx) for rx in res["receivers"])
-            lags = windows(a, a0, b, b0, window_s=args.window)
-            src_err = [source_error(src, rx, res["sender"]["capture_start_ns"], OFFSET_MS)
-                       for rx in res["receivers"]]
-    finally:
-        teardown()
+    with star(f"hb{os.getpid()}", 2) as (hub, where), tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        # baseline: today's jitter buffer, recordings compared as they are
+        src = speech(DATA, args.baseline_seconds)
+        sf.write(tmp / "base.wav", src, RATE)
+        (tmp / "base").mkdir()
+        base = run(hub, where, tmp / "base", tmp / "base.wav", LINKS, OFFSET_MS,
+                   timeout_s=args.baseline_seconds + 60, playout="adaptive")
+        # its recordings hold frames, not play times: the play time after sending is the
+        # receiver's path latency plus its jitter buffer's delay (both in its summary)
+        play = [rx["latency_ms_median"] + rx["delay_ms"] for rx in base["receivers"]]
+        # PTP playout, the long run
+        seconds = args.minutes * 60
+        src = speech(DATA, seconds)
+        sf.write(tmp / "in.wav", src, RATE)
+        (tmp / "ptp").mkdir()
+        t0 = time.monotonic()
+        res = run(hub, where, tmp / "ptp", tmp / "in.wav", LINKS, OFFSET_MS,
+                  timeout_s=seconds + 120,
+                  rx_args=("--realtime-priority", str(args.realtime_priority)))
+        wall = time.monotonic() - t0
+        (a, a0), (b, b0) = (recording(rx) for rx in res["receivers"])
+        lags = windows(a, a0, b, b0, window_s=args.window)
+        src_err = [source_error(src, rx, res["sender"]["capture_start_ns"], OFFSET_MS)
+                   for rx in res["receivers"]]
     lag_us = np.array([w["lag"] for w in lags]) * US_PER_SAMPLE
     out = {
         "minutes": args.minutes, "window_s": args.window, "link_offset_ms": OFFSET_MS,

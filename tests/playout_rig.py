@@ -3,7 +3,7 @@ processes in network namespaces (test_transport_playout_netns.py, benchmarks/pla
 
 The sender's namespace is the hub: the sender sends one stream to one ``host-calibrate
 emulate`` relay per receiver (``send --to A --to B``), each relay impairs its copy and forwards
-it over a veth pair to a receiver in its own namespace, which records with ``--playout ptp``.
+it over the bridge to a receiver in its own namespace, which records with ``--playout ptp``.
 All namespaces share the kernel's CLOCK_REALTIME, so here every host's "PTP-disciplined clock"
 is the same clock: the run checks the media-clock chain (stamps, offset, codec delay,
 concealment, late packets), not PTP's own accuracy (benchmarks/clock.py measures that).
@@ -15,17 +15,37 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from edge.transport.stats import lag_samples
+from host.system import netns
 
 BIN = Path(sys.executable).parent
 RATE = 16_000
 SAMPLE_NS = 1_000_000_000 // RATE
 PORT = 5004
+
+
+@contextmanager
+def star(prefix: str, n: int) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """The sender's namespace and ``n`` receiver namespaces on its bridge (the same topology
+    as ``host-calibrate system up``): yields (hub namespace, [(namespace, address), ...]),
+    deleted at the end."""
+    net = netns.names(prefix, n)
+    made = [net["host_ns"], *(d["ns"] for d in net["devices"])]
+    try:
+        netns.add_host(net)
+        for d in net["devices"]:
+            netns.add_device(net, d)
+        yield net["host_ns"], [(d["ns"], d["ip"]) for d in net["devices"]]
+    finally:
+        for ns in made:
+            netns.delete(ns)
 
 
 def _start(ns: str, *args: str) -> subprocess.Popen:

@@ -88,37 +88,3 @@ def veth_namespaces(ns_names: tuple[str, str], veth_names: tuple[str, str],
         teardown()
         raise
     return teardown
-
-
-def veth_star(hub: str, spokes: tuple[str, ...], tag: str, net: int = 79
-              ) -> tuple[Callable[[], None], list[tuple[str, str]]]:
-    """Namespace ``hub`` joined to each of ``spokes`` by its own veth pair (names from
-    ``tag``, unique per process): spoke i is 10.NET.i.2, the hub 10.NET.i.1 on that link.
-    Returns (teardown, [(hub address, spoke address), ...])."""
-    names = (hub, *spokes)
-
-    def teardown() -> None:
-        for ns in names:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        for i in range(len(spokes)):
-            subprocess.run(["ip", "link", "del", f"{tag}h{i}"], capture_output=True)
-
-    addrs = []
-    try:
-        for ns in names:
-            _sh("ip", "netns", "add", ns)
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-        for i, ns in enumerate(spokes, 1):
-            vh, vs = f"{tag}h{i - 1}", f"{tag}s{i - 1}"
-            _sh("ip", "link", "add", vh, "type", "veth", "peer", "name", vs)
-            _sh("ip", "link", "set", vh, "netns", hub)
-            _sh("ip", "link", "set", vs, "netns", ns)
-            ha, sa = f"10.{net}.{i}.1", f"10.{net}.{i}.2"
-            for n, dev, ip in ((hub, vh, ha), (ns, vs, sa)):
-                _sh("ip", "-n", n, "addr", "add", f"{ip}/24", "dev", dev)
-                _sh("ip", "-n", n, "link", "set", dev, "up")
-            addrs.append((ha, sa))
-    except BaseException:
-        teardown()
-        raise
-    return teardown, addrs

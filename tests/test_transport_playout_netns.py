@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 import soundfile as sf
-from playout_rig import RATE, recording, run, source_error, speech, windows
-from sandbox import need, veth_star
+from playout_rig import RATE, recording, run, source_error, speech, star, windows
+from sandbox import need
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 SECONDS = 24
@@ -24,20 +24,15 @@ LINKS = [["--delay", "5ms", "--jitter", "1ms"],
 
 
 @pytest.fixture(scope="module")
-def star():
+def nets():
     need(os.geteuid() == 0 and shutil.which("ip") is not None,
          "network namespaces need root and iproute2")
-    pid = os.getpid()
-    hub, spokes = f"hlp{pid}s", (f"hlp{pid}a", f"hlp{pid}b")
-    teardown, addrs = veth_star(hub, spokes, f"hp{pid}")
-    try:
-        yield hub, [(ns, a[1]) for ns, a in zip(spokes, addrs, strict=True)]
-    finally:
-        teardown()
+    with star(f"hp{os.getpid()}", 2) as (hub, spokes):
+        yield hub, spokes
 
 
-def test_two_receivers_play_in_step_at_ptp_time(star, shared_data, tmp_path):
-    hub, spokes = star
+def test_two_receivers_play_in_step_at_ptp_time(nets, shared_data, tmp_path):
+    hub, spokes = nets
     src = speech(shared_data, SECONDS)
     wav = tmp_path / "in.wav"
     sf.write(wav, src, RATE)
