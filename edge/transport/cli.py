@@ -169,8 +169,8 @@ class _Stopped(Exception):
                    "worst path delay + 40 ms, the same on every receiver.")
 @click.option("--realtime-priority", type=Number(int, lo=0, hi=99), default=0,
               show_default=True, metavar="N",
-              help="Run the receive and playout threads at SCHED_FIFO priority N (needs "
-                   "CAP_SYS_NICE; 0: normal scheduling).")
+              help="Run the receiver at SCHED_FIFO priority N (needs CAP_SYS_NICE; 0: normal "
+                   "scheduling).")
 @common
 def receive_cmd(listen, protocol, play, record, duration, peer, tap, playout, link_offset,
                 realtime_priority, bitrate, buffer, share, fec, loss_hint, telemetry_path,
@@ -180,7 +180,7 @@ def receive_cmd(listen, protocol, play, record, duration, peer, tap, playout, li
 
     from edge.audio import save_audio
     from edge.cliutil import err_console
-    from edge.transport.receiver import Receiver
+    from edge.transport.receiver import Receiver, set_realtime
 
     if play and record:
         raise click.UsageError("use --play or --record, not both")
@@ -202,6 +202,8 @@ def receive_cmd(listen, protocol, play, record, duration, peer, tap, playout, li
     outs = [f for f in (player.write if player else None,
                         (lambda y: tap_fh.write(y.astype("<f4").tobytes())) if tap_fh else None)
             if f is not None]
+    if realtime_priority:  # this thread too: it takes the GIL 20 times a second
+        set_realtime(realtime_priority)
     rx = Receiver(listen, params, on_audio=(lambda y: [f(y) for f in outs]) if outs else None,
                   keep_audio=bool(record), telemetry=log, peer=peer, playout=playout,
                   link_offset_ms=100.0 if link_offset is None else link_offset,

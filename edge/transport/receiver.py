@@ -153,15 +153,8 @@ class Receiver:
 
     # network thread ------------------------------------------------------------------
     def _tune_thread(self) -> None:
-        """SCHED_FIFO for this thread when asked: a timed playout must not wait behind other
-        processes for longer than its lead (both threads: the playout thread needs the
-        packets the network thread has not read yet)."""
         if self.realtime_priority > 0:
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
-            except (OSError, AttributeError) as e:
-                log.warning("receive: realtime priority %d refused (%s; needs CAP_SYS_NICE)",
-                            self.realtime_priority, e)
+            set_realtime(self.realtime_priority)
 
     def _net_loop(self) -> None:
         self._tune_thread()
@@ -445,6 +438,20 @@ class Receiver:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def set_realtime(priority: int) -> bool:
+    """SCHED_FIFO ``priority`` for the calling thread (threads it starts inherit it). A timed
+    playout must not wait behind other processes for longer than its lead: the receive and
+    playout threads both need it, and so does every other thread of the process that takes
+    the GIL (else a starved one holding it stalls them). False, with a warning, if refused."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        log.warning("receive: realtime priority %d refused (%s; needs CAP_SYS_NICE)",
+                    priority, e)
+        return False
+    return True
 
 
 def _resolve(addr: tuple[str, int]) -> tuple[str, int]:
