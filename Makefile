@@ -79,6 +79,10 @@ bench-edge-loop: $(STAMP) bootstrap
 bench-serial-noise: $(STAMP) bootstrap
 	$(PY) benchmarks/serial_noise.py
 
+# issue 22: SRTP's cost per packet (bytes, protect/unprotect µs next to Opus) and on a stream
+bench-srtp: $(STAMP)
+	$(PY) benchmarks/srtp.py
+
 # issue 18: soak (not in CI): impaired stream + serial agent through a 1 % corrupting relay
 bench-soak: $(STAMP) bootstrap
 	$(PY) benchmarks/soak.py --minutes $(or $(MINUTES),30)

@@ -84,6 +84,10 @@ class Collector:
                                       value=sum(s[k] for s in stats))
         yield GaugeMetricFamily("hushlink_link_codec_bitrate_bps", "Opus bitrate now, bit/s",
                                 value=sum(s["codec_bps"] for s in stats))
+        rtts = [s["rtt_ms"] for s in stats if s.get("rtt_ms") is not None]
+        if rtts:  # from the receiver's RTCP RR (LSR/DLSR); absent until one echoed an SR
+            yield GaugeMetricFamily("hushlink_link_rtt_ms", "round trip from the last RTCP "
+                                    "receiver report, ms", value=max(rtts))
 
     def _link(self) -> Iterator:
         last = self.telemetry.window(1.0)

@@ -51,6 +51,7 @@ def test_scrape_a_running_loop_its_stream_and_the_clock():
     assert after[("hushlink_link_packets_total", ())] == sink.sender.packets > 100
     assert after[("hushlink_link_rtcp_total", ())] >= 1  # the receiver's telemetry came back
     assert 0 <= after[("hushlink_link_loss_pct", ())] <= 1.0
+    assert 0 <= after[("hushlink_link_rtt_ms", ())] < 1000  # RR echoing the sender's SR
     assert after[("hushlink_clock_locked", (("iface", "veth0"), ("state", "locked")))] == 1.0
     assert after[("hushlink_clock_offset_ns", (("iface", "veth0"),))] == 12.0
     assert after[("hushlink_clock_drift_ppm", (("iface", "veth0"),))] == -4.5

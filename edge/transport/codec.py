@@ -1,4 +1,6 @@
-"""Opus through opuslib over the system libopus: 16 kHz mono float32, 20 ms frames.
+"""Opus through opuslib over the system libopus: float32 20 ms frames, 16 kHz mono by default,
+or any Opus rate (8/12/16/24/48 kHz) with 1 or 2 channels (RFC 7587: the RTP clock is 48 kHz
+whatever the rate, and any decoder decodes any stream at the rate and channels it wants).
 
 Bytes on the wire follow the configured bitrate: the encoder runs in constrained VBR a little
 under the budget and every packet is padded (``opus_packet_pad``, which the decoder ignores) to
@@ -18,6 +20,7 @@ import numpy as np
 from edge.errors import HushlinkError
 
 RATE = 16_000
+RATES = (8_000, 12_000, 16_000, 24_000, 48_000)  # what libopus encodes and decodes
 FRAME_MS = 20
 FRAME = RATE * FRAME_MS // 1000  # 320 samples per packet
 TS_PER_FRAME = 48_000 * FRAME_MS // 1000  # RTP timestamp increment (48 kHz clock)
@@ -27,6 +30,18 @@ VBR_HEADROOM = 0.95  # VBR aims a little low so the padded packets rarely oversh
 
 class CodecError(HushlinkError):
     """libopus is missing or refused a setting."""
+
+
+def frame_samples(rate: int = RATE) -> int:
+    """Samples per channel in one 20 ms frame."""
+    return rate * FRAME_MS // 1000
+
+
+def check_format(rate: int, channels: int) -> None:
+    if rate not in RATES:
+        raise CodecError(f"Opus rate {rate} Hz is not one of {', '.join(map(str, RATES))}")
+    if channels not in (1, 2):
+        raise CodecError(f"Opus carries 1 or 2 channels, not {channels}")
 
 
 def _opuslib():
@@ -57,13 +72,16 @@ def codec_delay() -> int:
 
 
 class OpusEncoder:
-    """float32 (320,) frames -> Opus packets at ``bitrate_bps`` (CBR)."""
+    """float32 frames, (320,) at 16 kHz mono or (rate/50, channels), -> Opus packets at
+    ``bitrate_bps`` (constant size on the wire)."""
 
     def __init__(self, bitrate_bps: int, fec: bool = True, loss_pct: int = 5,
-                 complexity: int = 9) -> None:
+                 complexity: int = 9, rate: int = RATE, channels: int = 1) -> None:
+        check_format(rate, channels)
         ol = _opuslib()
         self._api = ol.api
-        self._enc = ol.Encoder(RATE, 1, ol.APPLICATION_AUDIO)
+        self.rate, self.channels, self.frame = rate, channels, frame_samples(rate)
+        self._enc = ol.Encoder(rate, channels, ol.APPLICATION_AUDIO)
         self._enc.vbr = 1
         self._enc.vbr_constraint = 1
         self._enc.complexity = complexity
@@ -89,9 +107,10 @@ class OpusEncoder:
 
     def encode(self, frame: np.ndarray) -> bytes:
         x = np.ascontiguousarray(frame, dtype=np.float32)
-        if x.shape != (FRAME,):
-            raise CodecError(f"Opus frame must be ({FRAME},) float32, got {x.shape}")
-        p = self._enc.encode_float(x.tobytes(), FRAME)
+        want = (self.frame,) if self.channels == 1 else (self.frame, self.channels)
+        if x.shape != want:
+            raise CodecError(f"Opus frame must be {want} float32, got {x.shape}")
+        p = self._enc.encode_float(x.tobytes(), self.frame)
         # a packet over the budget (a VBR onset) is sent whole and repaid from the padding of
         # the next ones, so the long-run byte rate equals the budget
         size = max(len(p), self.packet_bytes - self._debt)
@@ -106,11 +125,14 @@ class OpusEncoder:
 
 
 class OpusDecoder:
-    """Opus packets -> float32 (320,) frames, with FEC recovery and PLC."""
+    """Opus packets -> float32 frames, (320,) at 16 kHz mono or (rate/50, channels), with FEC
+    recovery and PLC."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: int = RATE, channels: int = 1) -> None:
+        check_format(rate, channels)
         ol = _opuslib()
-        self._dec = ol.Decoder(RATE, 1)
+        self.rate, self.channels, self.frame = rate, channels, frame_samples(rate)
+        self._dec = ol.Decoder(rate, channels)
         api = ol.api.decoder
         self._raw = api.libopus_decode_float
         self._err = ol.exceptions.OpusError
@@ -128,12 +150,17 @@ class OpusDecoder:
         return self._run(None, fec=False)
 
     def _run(self, payload: bytes | None, fec: bool) -> np.ndarray:
-        pcm = (ctypes.c_float * FRAME)()
+        # room for 120 ms (the longest Opus packet) so a foreign sender's 40/60 ms packets
+        # decode too; the jitter buffer schedules 20 ms slots, so only the first 20 ms play
+        size, ch = 6 * self.frame, self.channels
+        pcm = (ctypes.c_float * (size * ch))()
         n = self._raw(self._dec.decoder_state, payload, len(payload) if payload else 0,
-                      ctypes.cast(pcm, ctypes.POINTER(ctypes.c_float)), FRAME, int(fec))
+                      ctypes.cast(pcm, ctypes.POINTER(ctypes.c_float)),
+                      size if payload and not fec else self.frame, int(fec))
         if n < 0:
             raise self._err(n)
-        out = np.frombuffer(pcm, dtype=np.float32, count=n).copy()
-        if n < FRAME:  # cannot happen for 20 ms packets, but never return a short frame
-            out = np.pad(out, (0, FRAME - n))
-        return out
+        n = min(n, self.frame)
+        out = np.frombuffer(pcm, dtype=np.float32, count=n * ch).copy()
+        if n < self.frame:  # cannot happen for 20 ms packets, but never return a short frame
+            out = np.pad(out, (0, (self.frame - n) * ch))
+        return out if ch == 1 else out.reshape(self.frame, ch)

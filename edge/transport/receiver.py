@@ -1,5 +1,7 @@
 """RTP/Opus receiver: socket -> jitter buffer -> Opus decoder (FEC/PLC) -> audio out, and
-per-second telemetry to a JSON-lines log and back to the sender (RTCP APP packets).
+per-second telemetry to a JSON-lines log and back to the sender: an RFC 3550 compound RTCP
+packet with a Receiver Report (fraction and cumulative loss, extended highest sequence number,
+jitter, LSR/DLSR for the sender's round trip) and an APP packet with the full record.
 
 Two threads: the network thread only parses and queues packets into the jitter buffer; the
 playout thread wakes every 5 ms, decodes the frames that are due and hands them to
@@ -11,6 +13,8 @@ Bad input (malformed RTP, a wrong payload type, oversized datagrams, a foreign S
 address, stray sequence numbers, a vanished peer) is logged, counted and dropped; which
 packets belong to the stream, and their numbering, is decided by
 ``edge.transport.seqstate.SeqTracker``.
+With an SRTP key, a packet that does not authenticate is dropped and counted
+(``srtp_errors``) before anything reads it.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from collections.abc import Callable
 import numpy as np
 
 from edge.params import ParamsError, TransportParams
-from edge.transport import rtp
-from edge.transport.codec import FRAME, FRAME_MS, OpusDecoder, codec_delay
+from edge.transport import rtcp, rtp
+from edge.transport.codec import FRAME_MS, RATE, OpusDecoder, codec_delay
 from edge.transport.jitter import JitterBuffer
 from edge.transport.links import (
     TransportError,
@@ -54,7 +58,11 @@ class Receiver:
     """Listens on ``listen`` ('ADDR:PORT' or (addr, port)) for one RTP/Opus stream; with
     ``peer`` ('ADDR:PORT', port 0 for any) only from that address, else from the first source
     that sends a valid stream. ``playout``: 'adaptive' (jitter buffer anchored on arrivals)
-    or 'ptp' (capture time + ``link_offset_ms`` on ``clock``, the PTP-disciplined clock)."""
+    or 'ptp' (capture time + ``link_offset_ms`` on ``clock``, the PTP-disciplined clock).
+    Audio comes out at ``rate`` with ``channels`` (Opus decodes any stream to any of them);
+    ``pt`` is the payload type to accept; ``srtp_key`` (30 bytes) expects SRTP/SRTCP;
+    ``rtcp_port`` also listens for RTCP there (a sender without RFC 5761 mux, such as
+    GStreamer's rtpbin: RTP port + 1)."""
 
     def __init__(self, listen: str | tuple[str, int], params: TransportParams | None = None,
                  on_audio: Callable[[np.ndarray], None] | None = None, keep_audio: bool = True,
@@ -62,7 +70,9 @@ class Receiver:
                  telemetry: TelemetryLog | None = None, interval_s: float = 1.0,
                  on_frame: Callable[[int, int, np.ndarray], None] | None = None,
                  peer: str | None = None, playout: str = "adaptive",
-                 link_offset_ms: float = 100.0, realtime_priority: int = 0) -> None:
+                 link_offset_ms: float = 100.0, realtime_priority: int = 0, rate: int = RATE,
+                 channels: int = 1, pt: int = rtp.OPUS_PT, srtp_key: bytes | None = None,
+                 rtcp_port: int | None = None) -> None:
         self.addr = parse_hostport(listen) if isinstance(listen, str) else tuple(listen)
         self.params = params or TransportParams()
         self.clock = clock
@@ -73,6 +83,8 @@ class Receiver:
         self.interval_s = interval_s
         if playout not in PLAYOUTS:
             raise ValueError(f"playout must be one of {PLAYOUTS}, not {playout!r}")
+        if playout == "ptp" and (rate, channels) != (RATE, 1):
+            raise TransportError("PTP playout is 16 kHz mono for now; drop --rate/--channels")
         self.playout = playout
         self.jb = (PtpPlayout(link_offset_ms, fec=self.params.fec, delay_samples=codec_delay())
                    if playout == "ptp" else JitterBuffer(self.params.buffer_ms,
@@ -81,7 +93,17 @@ class Receiver:
         self.missed = 0  # PTP playout: frames decoded after their play time (silence instead)
         self.realtime_priority = realtime_priority
         self.meter = TelemetryMeter()
-        self.dec = OpusDecoder()
+        self.dec = OpusDecoder(rate, channels)
+        self.rate, self.channels, self.pt, self.frame = rate, channels, pt, self.dec.frame
+        self._srtp = None
+        if srtp_key is not None:
+            from edge.transport.srtp import SrtpSession
+
+            self._srtp = SrtpSession(srtp_key)
+        self.rtcp_port = rtcp_port
+        self.own_ssrc = int.from_bytes(os.urandom(4), "big")  # ours, for the RR
+        self._last_sr: tuple[int, int] | None = None  # (LSR, arrival ns) of the stream's SR
+        self.sender_cname = ""
         self._frames: list[np.ndarray] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -92,7 +114,8 @@ class Receiver:
         self.allocated_kbps = float(self.params.bitrate_kbps)
         self.counts = dict(malformed=0, wrong_pt=0, oversized=0, rtcp=0,
                            bye=0, decode_errors=0, connections=0, disconnects=0,
-                           back_errors=0, duplicates_net=0, param_changes=0)
+                           back_errors=0, duplicates_net=0, param_changes=0, srtp_errors=0,
+                           srtp_replayed=0)
         self.param_log: list[dict] = []  # parameter changes signalled by the sender
         self._announced: dict | None = None  # the sender's last announcement (APP_PARAMS)
         self._sel = selectors.DefaultSelector()
@@ -128,6 +151,18 @@ class Receiver:
         self.proto = proto
         self._socks.append(s)
         self._sel.register(s, selectors.EVENT_READ, "listen" if proto == "tcp" else "udp")
+        if proto == "udp" and self.rtcp_port:
+            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                r.bind((self.addr[0], self.rtcp_port))
+            except OSError as e:  # RTCP is optional: the stream plays without it
+                r.close()
+                log.warning("receive: cannot listen for RTCP on port %d (%s)", self.rtcp_port,
+                            e.strerror or e)
+                return
+            r.setblocking(False)
+            self._socks.append(r)
+            self._sel.register(r, selectors.EVENT_READ, "rtcp")
 
     def _unbind(self) -> None:
         for s in [*self._socks, *([self._conn] if self._conn else [])]:
@@ -172,7 +207,7 @@ class Receiver:
                         log.debug("receive: %s", e)
 
     def _ready(self, sock: socket.socket, what: str) -> None:
-        if what == "udp":
+        if what in ("udp", "rtcp"):
             for _ in range(64):
                 try:
                     if self._kernel_ts:
@@ -183,6 +218,12 @@ class Receiver:
                     return
                 except ConnectionRefusedError:
                     continue
+                if what == "rtcp":  # RTCP from the stream's host comes from another port
+                    key = self.tracker.key
+                    if not rtp.is_rtcp(data):
+                        continue
+                    if key is not None and key[1] is not None and key[1][0] == src[0]:
+                        src = key[1]
                 self._on_datagram(data, t_ns, src)
         elif what == "listen":
             conn, src = sock.accept()
@@ -231,11 +272,27 @@ class Receiver:
             log.warning("receive: dropped a %d-byte datagram (limit %d)", len(data),
                         rtp.MAX_PACKET)
             return
+        if self._srtp is not None:
+            from edge.transport.srtp import SrtpError
+
+            try:
+                data = (self._srtp.unprotect_rtcp(data) if rtp.is_rtcp(data)
+                        else self._srtp.unprotect(data))
+            except SrtpError as e:
+                if "replay" in str(e):  # a network duplicate (or a replay): authentic, seen
+                    self.counts["srtp_replayed"] += 1
+                    return
+                self.counts["srtp_errors"] += 1
+                log_at = logging.WARNING if self.counts["srtp_errors"] in (1, 100, 10_000) \
+                    else logging.DEBUG  # a wrong key makes every packet fail: say so, not 50/s
+                log.log(log_at, "receive: dropped a packet that is not valid SRTP with this key "
+                        "(%s; %d so far)", e, self.counts["srtp_errors"])
+                return
         if rtp.is_rtcp(data):
-            self._on_rtcp(data, src)
+            self._on_rtcp(data, src, now_ns)
             return
         try:
-            p = rtp.parse_rtp(data)
+            p = rtp.parse_rtp(data, expect_pt=self.pt)
         except rtp.RtpError as e:
             key = "wrong_pt" if "payload type" in str(e) else "malformed"
             self.counts[key] += 1
@@ -265,29 +322,61 @@ class Receiver:
         """The SSRC of the stream being played (None before one passed probation)."""
         return self.tracker.ssrc
 
-    def _on_rtcp(self, data: bytes, src=None) -> None:
+    def _on_rtcp(self, data: bytes, src=None, now_ns: int | None = None) -> None:
+        """A compound RTCP packet: the stream's SR (kept for LSR/DLSR), SDES CNAME, BYE, and
+        hushlink's APP packets (parameters, the BYE's sequence range)."""
         try:
-            pt, name, ssrc, body = rtp.parse_app(data)
+            packets = rtcp.parse(data)
         except rtp.RtpError as e:
             self.counts["malformed"] += 1
             log.warning("receive: dropped an RTCP packet: %s", e)
             return
         self.counts["rtcp"] += 1
-        if name == rtp.APP_PARAMS and pt == rtp.RTCP_APP:
-            if self.tracker.key == (ssrc, src):  # only the stream's own sender
-                self._on_params(body)
+        now_ns = self.clock() if now_ns is None else now_ns
+        ours = self.tracker.key is not None and self.tracker.key[1] == src
+        stream = self.tracker.ssrc
+        byes = [p for p in packets if isinstance(p, rtcp.Bye)]
+        for p in packets:
+            if isinstance(p, rtcp.SenderReport) and ours and p.ssrc == stream:
+                self._last_sr = (rtcp.ntp_middle(p.ntp), now_ns)
+            elif isinstance(p, rtcp.Sdes) and ours and p.ssrc == stream:
+                self.sender_cname = p.cname
+            elif isinstance(p, rtcp.App) and p.name == rtp.APP_PARAMS and p.subtype == 0:
+                if self.tracker.key == (p.ssrc, src):  # only the stream's own sender
+                    try:
+                        body = p.json()
+                    except rtp.RtpError:
+                        self.counts["malformed"] += 1
+                        continue
+                    self._on_params(body)
+            elif isinstance(p, rtcp.App) and p.name == rtp.APP_BYE and byes:
+                self._on_bye_range(p, src)
+        for b in byes:  # a standard BYE alone (a foreign sender): the end is what arrived
+            if (stream in b.ssrcs and ours and not any(isinstance(p, rtcp.App)
+                                                        and p.name == rtp.APP_BYE
+                                                        for p in packets)):
+                with self._lock:
+                    if self.tracker.top is not None and self.jb.end_seq is None:
+                        self.counts["bye"] += 1
+                        self.jb.set_end(self.tracker.top)
+
+    def _on_bye_range(self, app: rtcp.App, src) -> None:
+        """hushlink's BYE names the sequence range sent, so losses at the end count too."""
+        try:
+            body = app.json()
+        except rtp.RtpError:
+            self.counts["malformed"] += 1
             return
-        if pt == rtp.RTCP_BYE and name == rtp.APP_BYE:
-            first, last = body.get("first"), body.get("last")
-            if not (type(first) is int and type(last) is int):  # not bool, float or str
-                self.counts["malformed"] += 1
-                return
-            with self._lock:
-                rng = self.tracker.bye_range(ssrc, src, first, last)
-                if rng is not None and self.jb.end_seq is None:
-                    self.counts["bye"] += 1
-                    self.meter.loss.close_range(*rng)
-                    self.jb.set_end(rng[1])
+        first, last = body.get("first"), body.get("last")
+        if not (type(first) is int and type(last) is int):  # not bool, float or str
+            self.counts["malformed"] += 1
+            return
+        with self._lock:
+            rng = self.tracker.bye_range(app.ssrc, src, first, last)
+            if rng is not None and self.jb.end_seq is None:
+                self.counts["bye"] += 1
+                self.meter.loss.close_range(*rng)
+                self.jb.set_end(rng[1])
 
     def _on_params(self, body: dict) -> None:
         """The sender's announced parameters: take the ones the receiver uses, so a tuned
@@ -351,7 +440,7 @@ class Receiver:
             # too late for a PTP-timed output: a sound card would already have played silence
             self.missed += 1
             y = np.zeros_like(y)
-        self.meter.audio(y)
+        self.meter.audio(y if y.ndim == 1 else y.mean(axis=1))
         if self.keep_audio:
             self._frames.append(y)
             if slot.index is not None:
@@ -368,12 +457,17 @@ class Receiver:
                                 self.allocated_kbps),
                 buffer_ms=float(self.params.buffer_ms), delay_ms=round(self.jb.delay_ms, 1))
             peer = self._peer
+            block = self._report_block(now_ns)
         self.telemetry.append(t)
         if peer is None:
             return t
         body = {k: (None if isinstance(v, float) and v != v else v)
                 for k, v in t.to_dict().items()}
-        pkt = rtp.pack_app(rtp.APP_TELEMETRY, self.ssrc or 0, body)
+        pkt = rtcp.pack([rtcp.ReceiverReport(self.own_ssrc, (block,) if block else ()),
+                         rtcp.Sdes(self.own_ssrc, f"hushlink-{self.own_ssrc:08x}"),
+                         rtcp.app_json(rtp.APP_TELEMETRY, self.own_ssrc, body)])
+        if self._srtp is not None:
+            pkt = self._srtp.protect_rtcp(pkt)
         try:
             if isinstance(peer, socket.socket):
                 peer.sendall(rtp.frame_4571(pkt))
@@ -384,13 +478,28 @@ class Receiver:
             log.debug("receive: back channel: %s", e)
         return t
 
+    def _report_block(self, now_ns: int) -> rtcp.ReportBlock | None:
+        """RFC 3550 §6.4.1 on the stream, from the interval the meter just closed."""
+        m, top = self.meter, self.tracker.top
+        if self.tracker.ssrc is None or top is None:
+            return None
+        exp, rcv = m.last_interval
+        lsr, dlsr = 0, 0
+        if self._last_sr is not None:
+            lsr = self._last_sr[0]
+            dlsr = rtcp.dlsr_units((now_ns - self._last_sr[1]) / 1e9)
+        return rtcp.ReportBlock(self.tracker.ssrc, rtcp.fraction_lost(exp, rcv), m.loss.lost,
+                                top, round(m.jitter_s * rtp.OPUS_CLOCK), lsr, dlsr)
+
     # results -----------------------------------------------------------------------
     def audio(self) -> np.ndarray:
-        """Everything played so far, (n,) float32 at 16 kHz; with PTP playout laid out by
-        play time from ``record_start_ns`` (gaps silent)."""
+        """Everything played so far, float32 at ``rate``: (n,) mono, (n, 2) stereo; with PTP
+        playout laid out by play time from ``record_start_ns`` (gaps silent)."""
         if self.playout == "ptp":
             return self.track.array()
-        return np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
+        if self._frames:
+            return np.concatenate(self._frames)
+        return np.zeros((0, self.channels) if self.channels > 1 else 0, np.float32)
 
     @property
     def record_start_ns(self) -> int | None:
@@ -416,7 +525,7 @@ class Receiver:
             "plc": jb.plc_frames, "inserted": jb.inserted, "discarded": jb.discarded,
             "delay_ms": round(jb.delay_ms, 1), "target_ms": round(1000 * jb.target_s, 1),
             "buffer_ms": self.params.buffer_ms,
-            "seconds": round(len(self._frames) * FRAME / 16_000, 3), **self.counts,
+            "seconds": round(len(self._frames) * self.frame / self.rate, 3), **self.counts,
             **self.tracker.counts, "playout": self.playout,
             **({"link_offset_ms": jb.link_offset_ms, "missed": self.missed,
                 "resyncs": jb.resyncs, "record_start_ns": self.record_start_ns}

@@ -1,11 +1,16 @@
-"""RTP/Opus sender: 16 kHz float32 blocks in, paced packets out, telemetry back.
+"""RTP/Opus sender: float32 blocks in (16 kHz mono by default; 48 kHz, stereo), paced packets
+out, telemetry back.
 
 ``Sender.write(block)`` cuts blocks of any length into 20 ms frames, encodes each with Opus and
 sends it at once (the caller is real time: the live loop, or :func:`send_file` which paces a
 file). Each packet carries the sender's PTP/wall time (``clock()``, ns), so the receiver can
-measure one-way latency. The receiver's per-second telemetry comes back on the same socket
-(RTCP APP packets) and lands in ``Sender.telemetry`` (a :class:`TelemetryLog`); the measured
-loss raises the Opus expected-loss hint so FEC follows the link.
+measure one-way latency. Once a second an RFC 3550 compound RTCP packet goes out on the same
+port (RFC 5761 mux): a Sender Report, the CNAME, and an APP packet with the parameters in force.
+The receiver's per-second report comes back the same way (a Receiver Report and, from a
+hushlink receiver, an APP packet with the full telemetry) and lands in ``Sender.telemetry`` (a
+:class:`TelemetryLog`); the RR's LSR/DLSR give the round trip, and the measured loss raises
+the Opus expected-loss hint so FEC follows the link, also for a standard receiver's RR alone.
+With an SRTP key every packet is SRTP/SRTCP (``edge.transport.srtp``).
 
 ``--bitrate`` is what the stream may use on the wire: Opus gets that minus the RTP headers
 (32 bytes per packet, 12.8 kbit/s at 50 packets/s; plus 0.8 kbit/s of RFC 4571 framing on
@@ -22,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,8 +35,8 @@ from collections.abc import Callable
 import numpy as np
 
 from edge.params import Telemetry, TransportParams
-from edge.transport import rtp
-from edge.transport.codec import FRAME, FRAME_MS, TS_PER_FRAME, OpusEncoder
+from edge.transport import rtcp, rtp
+from edge.transport.codec import FRAME_MS, RATE, TS_PER_FRAME, OpusEncoder, frame_samples
 from edge.transport.links import TransportError, UdpLink, open_link, parse_url
 from edge.transport.telemetry import TelemetryLog
 
@@ -52,20 +58,29 @@ def allocation_kbps(params: TransportParams, capacity_kbps: float | None) -> flo
     return float(params.bitrate_kbps)
 
 
-def codec_bitrate_bps(params: TransportParams, capacity_kbps: float | None = None) -> int:
-    """Opus bitrate that makes RTP (+ framing) on the wire equal the allocation."""
-    header = rtp.HEADER_BYTES + (2 if params.protocol == "tcp" else 0)
+def codec_bitrate_bps(params: TransportParams, capacity_kbps: float | None = None,
+                      srtp: bool = False) -> int:
+    """Opus bitrate that makes RTP (+ framing, + the SRTP tag) on the wire equal the
+    allocation."""
+    from edge.transport.srtp import TAG_BYTES
+
+    header = (rtp.HEADER_BYTES + (2 if params.protocol == "tcp" else 0)
+              + (TAG_BYTES if srtp else 0))
     overhead = 8 * header * PACKETS_PER_S
     return max(6000, int(allocation_kbps(params, capacity_kbps) * 1000 - overhead))
 
 
 class Sender:
-    """Streams audio to ``url`` (udp://HOST:PORT or tcp://HOST:PORT) with ``params``."""
+    """Streams audio to ``url`` (udp://HOST:PORT or tcp://HOST:PORT) with ``params``: ``rate``
+    (an Opus rate, Hz) and ``channels`` (1, 2) of the blocks written, the RTP payload type
+    ``pt``, and an SRTP master key ``srtp_key`` (30 bytes) to encrypt and authenticate."""
 
     def __init__(self, url: str, params: TransportParams | None = None,
                  clock: Callable[[], int] = system_clock_ns,
                  telemetry: TelemetryLog | None = None, capacity_kbps: float | None = None,
-                 ssrc: int | None = None, also: tuple[str, ...] = ()) -> None:
+                 ssrc: int | None = None, also: tuple[str, ...] = (), rate: int = RATE,
+                 channels: int = 1, pt: int = rtp.OPUS_PT, srtp_key: bytes | None = None,
+                 cname: str | None = None) -> None:
         proto, self.host, self.port = parse_url(url)
         extra = [parse_url(u) for u in also]
         if any(p != "udp" for p, _, _ in extra):
@@ -76,15 +91,27 @@ class Sender:
         self.capacity_kbps = capacity_kbps
         self.telemetry = telemetry if telemetry is not None else TelemetryLog()
         self.ssrc = ssrc if ssrc is not None else int.from_bytes(os.urandom(4), "big")
+        self.cname = cname or f"hushlink-{self.ssrc:08x}@{socket.gethostname()}"
         self.first_seq = self.seq = int.from_bytes(os.urandom(2), "big")
+        self.rate, self.channels, self.pt = rate, channels, pt
+        self.frame = frame_samples(rate)
+        self._srtp = None
+        if srtp_key is not None:
+            from edge.transport.srtp import SrtpSession
+
+            self._srtp = SrtpSession(srtp_key)
         self._ts: int | None = None
         self.capture_start_ns: int | None = None  # first t_ns given (else the first send time)
-        self._pending = np.zeros(0, np.float32)
+        self._pending = np.zeros((0, channels) if channels > 1 else 0, np.float32)
         self.packets = self.bytes = self.send_errors = self.dropped = 0
         self.rtcp = self.rtcp_bad = self.reconnects = self.control_packets = 0
+        self.payload_octets = 0  # for the Sender Report
+        self.srtp_errors = 0  # back-channel packets that did not authenticate
+        self.rtt_ms: float | None = None  # from the last RR that echoed one of our SRs
+        self.last_report: rtcp.ReportBlock | None = None  # the receiver's last report on us
         self.measured_loss_pct = 0.0
-        self._enc = OpusEncoder(codec_bitrate_bps(self.params, capacity_kbps), self.params.fec,
-                                self.params.loss_hint_pct)
+        self._enc = OpusEncoder(self._codec_bps(self.params), self.params.fec,
+                                self.params.loss_hint_pct, rate=rate, channels=channels)
         self._lock = threading.Lock()
         self._link = None
         self._next_connect = 0.0
@@ -115,12 +142,15 @@ class Sender:
         self._next_connect = time.monotonic() + RECONNECT_S
         self.reconnects += 1
 
+    def _codec_bps(self, params: TransportParams) -> int:
+        return codec_bitrate_bps(params, self.capacity_kbps, srtp=self._srtp is not None)
+
     def update(self, params: TransportParams) -> None:
         """Apply new parameters between two packets: bitrate, FEC and loss hint at once, a
         protocol change by reconnecting (the next packet goes out on the new socket)."""
         with self._lock:
             old, self.params = self.params, params
-            self._enc.configure(codec_bitrate_bps(params, self.capacity_kbps), params.fec,
+            self._enc.configure(self._codec_bps(params), params.fec,
                                 max(params.loss_hint_pct, math.ceil(self.measured_loss_pct)))
             self._announce_left = ANNOUNCE_REPEATS
             if params.protocol != old.protocol:
@@ -134,7 +164,8 @@ class Sender:
 
     # sending -----------------------------------------------------------------------
     def write(self, block: np.ndarray, t_ns: int | None = None) -> None:
-        """Send 16 kHz mono float32 samples (any length; whole 20 ms frames go out now).
+        """Send float32 samples at ``rate``, (n,) mono or (n, channels) (any length; whole
+        20 ms frames go out now).
 
         ``t_ns``: PTP time of ``block[0]`` from the media clock (edge.clock.mediaclock), when
         the source is locked to PTP; RTP timestamps are then that time in 48 kHz ticks
@@ -144,11 +175,14 @@ class Sender:
             self._ts = (int(t_ns) * 48_000 // 1_000_000_000) & 0xFFFFFFFF
             if self.capture_start_ns is None:
                 self.capture_start_ns = int(t_ns)
-        x = np.concatenate([self._pending, np.asarray(block, np.float32).reshape(-1)])
-        n = len(x) // FRAME
+        b = np.asarray(block, np.float32)
+        b = b.reshape(-1) if self.channels == 1 else b.reshape(-1, self.channels)
+        x = np.concatenate([self._pending, b])
+        f = self.frame
+        n = len(x) // f
         for i in range(n):
-            self._send_frame(x[i * FRAME:(i + 1) * FRAME])
-        self._pending = x[n * FRAME:]
+            self._send_frame(x[i * f:(i + 1) * f])
+        self._pending = x[n * f:]
 
     def _send_frame(self, frame: np.ndarray) -> None:
         with self._lock:
@@ -161,19 +195,29 @@ class Sender:
             pkt = rtp.RtpPacket(seq=self.seq, timestamp=self._ts, ssrc=self.ssrc,
                                 payload=payload, send_ns=now,
                                 bitrate_kbps=self.params.bitrate_kbps,
-                                allocated_kbps=int(round(alloc))).pack()
+                                allocated_kbps=int(round(alloc)), pt=self.pt).pack()
             self.seq = (self.seq + 1) & 0xFFFF
             self._ts = (self._ts + TS_PER_FRAME) & 0xFFFFFFFF
-            self._send(pkt)
+            if self._send(self._srtp.protect(pkt) if self._srtp else pkt):
+                self.payload_octets += len(payload)
             self._frames += 1
             if self._announce_left or self._frames % PACKETS_PER_S == 0:
                 self._announce_left = max(0, self._announce_left - 1)
                 self._send_control(self._params_packet())
 
+    def _report(self) -> rtcp.SenderReport:
+        """RFC 3550 SR: now on the wall and RTP clocks, and what was sent so far."""
+        now = self.clock()
+        ts = (self._ts if self._ts is not None else now * 48_000 // 1_000_000_000)
+        return rtcp.SenderReport(self.ssrc, rtcp.ntp_from_ns(now), ts, self.packets,
+                                 self.payload_octets)
+
     def _params_packet(self) -> bytes:
-        """RTCP APP ``HLPR``: the parameters in force, so the receiver applies the ones it
-        uses (buffer bound, FEC, protocol) through the stream's own signalling."""
-        return rtp.pack_app(rtp.APP_PARAMS, self.ssrc, self.params.to_dict())
+        """SR + SDES CNAME + APP ``HLPR`` (the parameters in force, so the receiver applies
+        the ones it uses, buffer bound, FEC and protocol, through the stream's own
+        signalling)."""
+        return rtcp.pack([self._report(), rtcp.Sdes(self.ssrc, self.cname),
+                          rtcp.app_json(rtp.APP_PARAMS, self.ssrc, self.params.to_dict())])
 
     def _copy(self, pkt: bytes) -> None:
         """The same packet to the extra destinations (best effort, like UDP itself)."""
@@ -185,6 +229,7 @@ class Sender:
 
     def _send_control(self, pkt: bytes) -> None:
         """A control packet: not counted as media, never fatal."""
+        pkt = self._srtp.protect_rtcp(pkt) if self._srtp else pkt
         self._copy(pkt)
         if self._link is None:
             return
@@ -239,20 +284,39 @@ class Sender:
                 self._on_rtcp(data)
 
     def _on_rtcp(self, data: bytes) -> None:
+        arrival = rtcp.ntp_from_ns(self.clock())
+        if self._srtp is not None:
+            from edge.transport.srtp import SrtpError
+
+            try:
+                data = self._srtp.unprotect_rtcp(data)
+            except SrtpError as e:
+                self.srtp_errors += 1
+                log.debug("back channel: SRTCP packet refused (%s)", e)
+                return
         try:
-            pt, name, _, body = rtp.parse_app(data)
-            if name != rtp.APP_TELEMETRY:
-                raise rtp.RtpError(f"unknown APP name {name!r}")
-            t = Telemetry.from_dict({k: (float("nan") if v is None else v)
-                                     for k, v in body.items()})
-            if not (all(type(v) in (int, float) for v in t.to_dict().values())
-                    and 0.0 <= t.loss_pct <= 100.0):  # the loss steers the encoder
-                raise rtp.RtpError("telemetry values are not numbers in range")
+            packets = rtcp.parse(data)
+            block = next((b for p in packets
+                          if isinstance(p, (rtcp.ReceiverReport, rtcp.SenderReport))
+                          for b in p.blocks if b.ssrc == self.ssrc), None)
+            apps = [p for p in packets if isinstance(p, rtcp.App)]
+            if block is None and not apps:
+                raise rtp.RtpError("no report on this stream")
+            tel = next((p for p in apps if p.name == rtp.APP_TELEMETRY), None)
+            if tel is None and apps:
+                raise rtp.RtpError(f"unknown APP name {apps[0].name!r}")
+            t = (_telemetry_from_app(tel.json()) if tel is not None
+                 else _telemetry_from_block(block, arrival))
         except (rtp.RtpError, TypeError, ValueError) as e:
             self.rtcp_bad += 1
             log.debug("back channel: ignored a packet (%s)", e)
             return
         self.rtcp += 1
+        if block is not None:
+            self.last_report = block
+            rtt = rtcp.rtt_s(arrival, block)
+            if rtt is not None:
+                self.rtt_ms = 1000.0 * rtt
         self.telemetry.append(t)
         # FEC follows the link: expected-loss hint = max(configured, smoothed measured loss)
         self.measured_loss_pct = 0.7 * self.measured_loss_pct + 0.3 * t.loss_pct
@@ -270,19 +334,21 @@ class Sender:
         if self._closed.is_set():
             return
         if len(self._pending):
-            self.write(np.zeros(FRAME - len(self._pending), np.float32))
+            self.write(np.zeros((self.frame - len(self._pending), *self._pending.shape[1:]),
+                                np.float32))
         with self._lock:
             last = (self.seq - 1) & 0xFFFF
-            pkt = rtp.pack_app(rtp.APP_BYE, self.ssrc, {"first": self.first_seq, "last": last,
-                                                        "packets": self.packets,
-                                                        "sent": (self.seq - self.first_seq)
-                                                        & 0xFFFF},
-                               pt=rtp.RTCP_BYE)
+            pkt = rtcp.pack([self._report(), rtcp.Bye((self.ssrc,)),
+                             rtcp.app_json(rtp.APP_BYE, self.ssrc,
+                                           {"first": self.first_seq, "last": last,
+                                            "packets": self.packets,
+                                            "sent": (self.seq - self.first_seq) & 0xFFFF})])
             for _ in range(BYE_REPEATS if bye else 0):
-                self._copy(pkt)
+                wire = self._srtp.protect_rtcp(pkt) if self._srtp else pkt
+                self._copy(wire)
                 if self._link is not None:
                     try:
-                        self._link.send(pkt)
+                        self._link.send(wire)
                     except OSError:
                         break
                 time.sleep(0.005)
@@ -301,13 +367,34 @@ class Sender:
                 "reconnects": self.reconnects, "control": self.control_packets,
                 "codec_bps": self._enc.bitrate_bps,
                 "loss_hint_pct": self._enc.loss_pct,
-                "capture_start_ns": self.capture_start_ns}
+                "capture_start_ns": self.capture_start_ns,
+                "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
+                "srtp_errors": self.srtp_errors}
 
     def __enter__(self) -> Sender:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _telemetry_from_app(body: dict) -> Telemetry:
+    """A hushlink receiver's full record (APP ``HLTM``), checked: its loss steers the encoder."""
+    t = Telemetry.from_dict({k: (float("nan") if v is None else v) for k, v in body.items()})
+    if not (all(type(v) in (int, float) for v in t.to_dict().values())
+            and 0.0 <= t.loss_pct <= 100.0):
+        raise rtp.RtpError("telemetry values are not numbers in range")
+    return t
+
+
+def _telemetry_from_block(block: rtcp.ReportBlock, arrival_ntp: int) -> Telemetry:
+    """What a standard receiver's RR says (loss fraction, jitter), as a telemetry record; the
+    rest (latency, SNR, bandwidth) only a hushlink receiver measures."""
+    nan = float("nan")
+    secs = (arrival_ntp >> 32) - rtcp.NTP_EPOCH_OFFSET_S + (arrival_ntp & 0xFFFFFFFF) / 2**32
+    return Telemetry(t=secs, latency_ms=nan, loss_pct=100.0 * block.fraction_lost / 256,
+                     jitter_ms=1000.0 * block.jitter / rtp.OPUS_CLOCK, bandwidth_util=nan,
+                     snr_db=nan)
 
 
 class NetworkSink(Sender):
@@ -322,15 +409,17 @@ def send_file(samples: np.ndarray, sender: Sender, realtime: bool = True,
               progress: Callable[[int, int], None] | None = None,
               on_frame: Callable[[int, int], None] | None = None,
               start_ns: int | None = None) -> int:
-    """Send (n,) float32 16 kHz samples as if captured now, paced in real time: frame k
-    leaves when its last sample would have been captured. Capture times are on the sender's
-    clock, from ``start_ns`` (default: now, rounded down to a whole 16 kHz sample of PTP time,
-    as a PTP-locked sound card's samples are); the RTP timestamps carry them (media clock).
-    Returns the capture time just after the last sample (``start_ns`` of a seamless repeat).
-    ``on_frame(k, t_ns)`` is told the clock time at which frame k's first sample was
-    "captured" (used to measure glass-to-glass latency)."""
-    n = math.ceil(len(samples) / FRAME)
-    x = np.pad(np.asarray(samples, np.float32), (0, n * FRAME - len(samples)))
+    """Send float32 samples at the sender's rate, (n,) or (n, channels), as if captured now,
+    paced in real time: frame k leaves when its last sample would have been captured. Capture
+    times are on the sender's clock, from ``start_ns`` (default: now, rounded down to a whole
+    16 kHz sample of PTP time, as a PTP-locked sound card's samples are); the RTP timestamps
+    carry them (media clock). Returns the capture time just after the last sample
+    (``start_ns`` of a seamless repeat). ``on_frame(k, t_ns)`` is told the clock time at which
+    frame k's first sample was "captured" (used to measure glass-to-glass latency)."""
+    f = sender.frame
+    n = math.ceil(len(samples) / f)
+    x = np.asarray(samples, np.float32)
+    x = np.pad(x, [(0, n * f - len(x))] + [(0, 0)] * (x.ndim - 1))
     c0 = sender.clock() // SAMPLE_NS * SAMPLE_NS if start_ns is None else int(start_ns)
     for k in range(n):
         if realtime:  # paced on the sender's (PTP) clock: the media clock the stamps follow
@@ -339,7 +428,7 @@ def send_file(samples: np.ndarray, sender: Sender, realtime: bool = True,
                 time.sleep(min(wait, 0.1))  # a stepped clock cannot stall the stream
         if on_frame:
             on_frame(k, c0 + k * FRAME_NS)
-        sender.write(x[k * FRAME:(k + 1) * FRAME], t_ns=c0 + k * FRAME_NS)
+        sender.write(x[k * f:(k + 1) * f], t_ns=c0 + k * FRAME_NS)
         if progress and k % 25 == 0:
             progress(k, n)
     return c0 + n * FRAME_NS

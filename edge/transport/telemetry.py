@@ -40,6 +40,7 @@ class TelemetryMeter:
         self._late_last = self._conc_last = 0
         self.reordered = 0
         self._max_ext: int | None = None
+        self.last_interval = (0, 0)  # (expected, received) of the last closed interval
         self._reset_interval(None)
 
     def _reset_interval(self, now: float | None) -> None:
@@ -84,6 +85,7 @@ class TelemetryMeter:
         dur = max(now - (self._t0 if self._t0 is not None else now - 1.0), 1e-3)
         exp = self.loss.expected - self._exp0
         rcv = self.loss.received - self._rcv0
+        self.last_interval = (exp, rcv)  # for the RFC 3550 report block's fraction lost
         kbps = stats.bitrate_kbps(self._bytes, dur)
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
         t = Telemetry(
