@@ -70,10 +70,11 @@ def _format(f):
                           "using the 30-byte master key in this file (raw, base64 or hex; "
                           "make one with: head -c 30 /dev/urandom > FILE).")(f)
     f = click.option("--channels", type=click.IntRange(1, 2), default=None,
-                     help="Audio channels, 1 or 2 (Opus stereo). [default: 1, or the SDP's]")(f)
+                     help="Audio channels, 1 or 2 (Opus stereo). "
+                          "[default: 1; receive: the SDP's]")(f)
     return click.option("--rate", type=RATE_CHOICES, default=None,
                         help="Audio sample rate, Hz (Opus: 8000-48000). "
-                             "[default: 16000, or the SDP's]")(f)
+                             "[default: 16000; receive: the SDP's]")(f)
 
 
 def _srtp_key(path):
