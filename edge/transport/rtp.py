@@ -118,7 +118,8 @@ def _read_ext(body: bytes) -> tuple[int, int, int]:
 
 
 def pack_app(name: bytes, ssrc: int, obj: dict, pt: int = RTCP_APP) -> bytes:
-    """An RTCP APP (or BYE with our APP-like body) packet carrying a JSON object."""
+    """A lone RTCP APP (or BYE with our APP-like body) packet carrying a JSON object: the
+    form before compound RTCP (``edge.transport.rtcp``); receivers still read a lone APP."""
     data = json.dumps(obj, separators=(",", ":")).encode()
     data += b" " * (-len(data) % 4)
     words = (8 + 4 + len(data)) // 4 - 1
