@@ -2,8 +2,9 @@
 
 ``Denoiser.process_hop`` is the only code path: the live loop calls it once per hop and
 ``Denoiser.process`` (files) calls it over a whole signal, so a file run tells you what the
-device does live. Per hop: ``stft_step`` -> ``log_power`` -> ``model.step`` -> ``apply_mask``
--> ``istft_step``. The output lags the input by ``win - hop`` samples (plus the hop being
+device does live. Per hop: ``FrameDft.analyse`` -> ``log_power`` -> ``model.step`` -> mask ->
+``FrameDft.synthesise`` (the STFT as float32 matrix products, equal to ``stft_step`` /
+``istft_step`` to rounding). The output lags the input by ``win - hop`` samples (plus the hop being
 buffered); ``process`` removes that lag so a file's output lines up with its input.
 """
 
@@ -18,15 +19,12 @@ from typing import Protocol
 import numpy as np
 
 from edge.dsp import (
+    FrameDft,
     FrontEnd,
     apply_mask,
-    init_analysis_state,
-    init_synthesis_state,
     istft,
-    istft_step,
     log_power,
     stft,
-    stft_step,
 )
 
 
@@ -55,12 +53,12 @@ class Denoiser:
         self.fe: FrontEnd = model.front_end
         self.bypass = bypass
         self.tap_residual = tap_residual
+        self._dft = FrameDft(self.fe)
         self.reset()
 
     def reset(self) -> None:
-        self._analysis = init_analysis_state(self.fe)
-        self._synthesis = init_synthesis_state(self.fe)
-        self._residual_synthesis = init_synthesis_state(self.fe)
+        self._dft.reset()
+        self._residual_tail = np.zeros(self.fe.overlap, dtype=np.float32)
         self._state = self.model.init_state()
         self.residual = np.zeros(self.fe.hop, dtype=np.float32)
 
@@ -88,17 +86,21 @@ class Denoiser:
 
     def process_hop(self, x_hop: np.ndarray) -> np.ndarray:
         """(hop,) float32 input -> (hop,) float32 output, ``delay_samples`` behind."""
-        spec, self._analysis = stft_step(x_hop, self._analysis, self.fe)
-        mask, self._state = self.model.step(log_power(spec, self.fe), self._state)
-        noisy = spec
+        dft, b = self._dft, self.fe.n_bins
+        spec = dft.analyse(x_hop)  # stacked [Re; Im] (2 * bins,)
+        mask, self._state = self.model.step(dft.log_power(spec), self._state)
         self.last_mask = mask  # (bins,) the full-band path extends it above 8 kHz
-        if not self.bypass:
-            spec = apply_mask(spec, mask)
-        y, self._synthesis = istft_step(spec, self._synthesis, self.fe)
+        if self.bypass:
+            if self.tap_residual:
+                self.residual = np.zeros(self.fe.hop, dtype=np.float32)
+            return dft.synthesise(spec)
         if self.tap_residual:  # the background X·(1−m), same delay as y; zero in bypass
-            self.residual, self._residual_synthesis = istft_step(
-                noisy - spec, self._residual_synthesis, self.fe)
-        return y
+            keep = 1.0 - mask
+            self.residual = dft.synthesise(np.concatenate([spec[:b] * keep, spec[b:] * keep]),
+                                           self._residual_tail)
+        spec[:b] *= mask
+        spec[b:] *= mask
+        return dft.synthesise(spec)
 
     def process(self, x: np.ndarray, progress: Callable[[int], None] | None = None,
                 on_mask: Callable[[np.ndarray], None] | None = None) -> np.ndarray:

@@ -240,9 +240,9 @@ class TensorCodec:
 
         Runs once per tensor per hop, so it avoids numpy's slow wrappers (np.iinfo, np.clip)
         and works in place on one temporary."""
+        if not self.quantised:  # float tensors (features, recurrent state): no copy
+            return np.asarray(x, dtype=self.dtype).reshape(self.shape)
         x = np.asarray(x, dtype=np.float32).reshape(self.shape)
-        if not self.quantised:
-            return x.astype(self.dtype, copy=False)
         lo, hi = _INT_RANGE[self.dtype.char]
         q = x * np.float32(1.0 / self.scale)
         np.rint(q, out=q)
@@ -438,12 +438,14 @@ class StepModel:
              ) -> tuple[np.ndarray, list[np.ndarray]]:
         """(n_bins,) float32 log-power features + state -> (n_bins,) mask in [0, 1], state."""
         it = self._it
-        it.set_tensor(self.features_t.index, self.features_t.encode(features))
+        set_tensor, get_tensor = it.set_tensor, it.get_tensor
+        ft = self.features_t
+        set_tensor(ft.index, ft.encode(features))
         for t, s in zip(self.state_in_t, state, strict=True):
-            it.set_tensor(t.index, t.encode(s))
+            set_tensor(t.index, t.encode(s))
         it.invoke()
-        mask = self.mask_t.decode(it.get_tensor(self.mask_t.index)).reshape(-1)
-        new_state = [t.decode(it.get_tensor(t.index)) for t in self.state_out_t]
+        mask = self.mask_t.decode(get_tensor(self.mask_t.index)).reshape(-1)
+        new_state = [t.decode(get_tensor(t.index)) for t in self.state_out_t]
         np.maximum(mask, 0.0, out=mask)  # in place: np.clip's wrapper costs more than the math
         np.minimum(mask, 1.0, out=mask)
         return mask, new_state
