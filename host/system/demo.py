@@ -191,7 +191,7 @@ def fleet_push(bundle: Path, ports: list[str], canary: int = 1, timeout_s: float
 class Demo:
     def __init__(self, root: Path, *, devices: int = 2, quick: bool = False,
                  data: Path | None = None, prefix: str = "hlsdm", loss_pct: float = 5.0,
-                 rate_kbit: float = 56.0, console=None):
+                 rate_kbit: float = 72.0, console=None):
         from rich.console import Console
 
         self.root, self.n, self.quick, self.data, self.prefix = root, devices, quick, data, prefix
