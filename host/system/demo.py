@@ -151,16 +151,21 @@ def pesq_noisy(dev: dict) -> float:
     return round(pesq_wb(clean, noisy[: 20 * RATE]), 3)
 
 
-def fleet_push(bundle: Path, ports: list[str], canary: int = 1, timeout_s: float = 300) -> dict:
-    """``flash-to-device push BUNDLE --port ... --canary N --json`` (host/fleet.py); where the
-    fleet CLI is not installed yet, the same order by hand: the canary, then the rest only
-    when it succeeded."""
+def fleet_push(bundle: Path, devices: dict[str, str], canary: int = 1,
+               timeout_s: float = 300) -> dict:
+    """``flash-to-device push BUNDLE --devices FILE --canary N --json`` (host/fleet.py) to
+    ``devices`` (name -> serial port, in rollout order; the file names them: every port is
+    called ``tty-host``); where the fleet CLI is not installed, the same order by hand: the
+    canary, then the rest only when it succeeded."""
+    ports = list(devices.values())
     cli = [sys.executable, "-c", "from host.flash_cli import main; main()", "push", str(bundle)]
     t0 = time.monotonic()
     if importlib.util.find_spec("host.fleet") is not None:
-        r = subprocess.run([*cli, *[a for p in ports for a in ("--port", p)], "--canary",
-                            str(canary), "--json"], capture_output=True, text=True,
-                           timeout=timeout_s)
+        fleet = Path(bundle).with_name("fleet.toml")
+        fleet.write_text("".join(f'[[device]]\nname = "{n}"\nport = "{p}"\n\n'
+                                 for n, p in devices.items()))
+        r = subprocess.run([*cli, "--devices", str(fleet), "--canary", str(canary), "--json"],
+                           capture_output=True, text=True, timeout=timeout_s)
         try:
             out = json.loads(r.stdout)
         except ValueError:
@@ -332,10 +337,14 @@ class Demo:
         bundle = host / "bundles" / "demo.hlb"
         build(default_model_path(), host / "keys" / "signer.key", bundle, version=version)
         self.say(f"built {bundle.name} {version}, signed with the key the devices trust")
-        r = fleet_push(bundle, [d["tty_host"] for d in self.m.devices], canary=1)
+        r = fleet_push(bundle, {f"d{d['index']}": d["tty_host"] for d in self.m.devices},
+                       canary=1)
         from host.link import connect
 
-        for d, row in zip(self.m.devices, r["devices"], strict=False):
+        rows = {row["port"]: row for row in r["devices"]}
+        for d in self.m.devices:
+            row = rows.setdefault(d["tty_host"], {"port": d["tty_host"], "status": "missing",
+                                                  "seconds": None, "message": ""})
             with connect(d["tty_host"]) as dev:
                 st = dev.call("flash.status")
             row["device"] = d["index"]
@@ -343,7 +352,9 @@ class Demo:
             row["live_runs"] = (st.get("live") or {}).get("version")
             self.say(f"device {d['index']}: {row['status']} in {row['seconds']} s, active "
                      f"{row['active']}, live loop runs {row['live_runs']}")
-        self.say(f"via {r['via']}, exit {r['rc']}, {r['seconds']} s in all")
+        r["devices"] = [rows[d["tty_host"]] for d in self.m.devices]
+        self.say(f"via {r['via']}, exit {r['rc']}, {r['seconds']} s in all"
+                 + (f": {r['error']}" if r.get("error") else ""))
         r["version"] = version
         self.res["push"] = r
 
@@ -445,7 +456,8 @@ def table(res: dict) -> str:
                      f"| {r['offset_median_abs_us']} / {r['offset_max_abs_us']} µs ({ports}) |")
     for i, r in b.items():
         lines.append(f"| device {i} unimpaired: loss, PESQ-WB noisy feed → received | "
-                     f"{r['loss_pct']} %, {r['pesq_noisy_feed']} → {r['pesq_wb']} |")
+                     f"{_f(r['loss_pct'], 1)} %, {r['pesq_noisy_feed']:.2f} → "
+                     f"{r['pesq_wb']:.2f} |")
     if c:
         im = c["impairment"]
         bf, af = c["before"], c["after"]
@@ -454,14 +466,16 @@ def table(res: dict) -> str:
             return f"{x['params']['bitrate_kbps']} kbps / {x['params']['buffer_ms']} ms"
         lines += [
             f"| device 1 impaired ({im['loss_pct']:g} % drop, {im['rate_kbit']:g} kbit/s cap): "
-            f"loss before → after calibration | {bf['loss_pct']} % → {af['loss_pct']} % |",
-            f"| latency / playout delay before → after | {bf['latency_ms']} / "
-            f"{bf['delay_ms']} → {af['latency_ms']} / {af['delay_ms']} ms |",
+            f"loss before → after calibration | {_f(bf['loss_pct'], 1)} % → "
+            f"{_f(af['loss_pct'], 1)} % |",
+            f"| latency / playout delay before → after | {_f(bf['latency_ms'])} / "
+            f"{_f(bf['delay_ms'])} → {_f(af['latency_ms'])} / {_f(af['delay_ms'])} ms |",
             f"| params before → chosen ({c['records']} records, {c['sweep']} sets) | "
             f"{prm(bf)} → {prm(af)}, {'confirmed' if c['confirmed'] else 'reverted'} |",
-            f"| PESQ-WB received before → after | {bf['pesq_wb']} → {af['pesq_wb']} |"]
+            f"| PESQ-WB received before → after | {_f(bf['pesq_wb'], 2)} → "
+            f"{_f(af['pesq_wb'], 2)} |"]
     if p:
-        rows = ", ".join(f"d{r.get('device')} {r['status']} {r['seconds']} s"
+        rows = ", ".join(f"d{r.get('device')} {r['status']} {_f(r['seconds'], 1)} s"
                          for r in p["devices"])
         lines.append(f"| push {p['version']} (canary device 1, {p['via']}) | {rows} |")
     if h:
@@ -482,6 +496,10 @@ def table(res: dict) -> str:
               f"whole demo {res.get('total_s')} s on {res.get('cores')} cores, load average "
               f"{res.get('load_average')} at the end.", ""]
     return "\n".join(lines)
+
+
+def _f(x, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def rich_table(md: str):
