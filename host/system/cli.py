@@ -156,5 +156,7 @@ def demo_cmd(devices, quick, data, state_dir, prefix, loss, rate_kbit, out) -> N
 def _write(out: Path, res: dict, md: str) -> None:
     """As benchmarks/results_io.py: the numbers and the README's table side by side."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "system_demo.json").write_text(json.dumps(res, indent=1, default=str))
+    here = f"{Path.cwd()}/"  # results hold repo-relative paths (ports, messages)
+    (out / "system_demo.json").write_text(json.dumps(res, indent=1, default=str)
+                                          .replace(here, ""))
     (out / "system_demo.md").write_text(md)
