@@ -87,7 +87,9 @@ class Sampler(threading.Thread):
         for key in sorted({(r[0], r[1]) for r in self.rows},
                           key=lambda k: (k[0], order.index(k[1]))):
             rows = [r for r in self.rows if (r[0], r[1]) == key]
-            off = [abs(r[3]) for r in rows if r[3] is not None]
+            # a FAULTY or LISTENING port keeps its last offset: only a tracking port's count
+            off = [abs(r[3]) for r in rows
+                   if r[3] is not None and r[2] in ("UNCALIBRATED", "SLAVE")]
             ports = [r[2] or "none" for r in rows]
             out[f"{key[0]} {key[1]}"] = {
                 "device": key[0], "phase": key[1], "seconds": len(rows),
