@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.hushlink-installed
 SHARED ?= ../shared
 DEMO   := build/demo
 
-.PHONY: demo test lint bootstrap venv model bench clean system system-status system-down
+.PHONY: demo test lint bootstrap venv model bench clean system system-status system-down \
+	system-demo
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -98,6 +99,12 @@ system-status: $(STAMP)
 
 system-down: $(STAMP)
 	$(VENV)/bin/host-calibrate system down
+
+# issue 20: the demo of it all (root, a few minutes): up, impair and calibrate device 1, push a
+# bundle with a canary, hum on the last device and its repair, down; a report with the numbers
+# (benchmarks/results/system_demo.md). QUICK=1: shorter measurements.
+system-demo: $(STAMP) bootstrap
+	$(VENV)/bin/host-calibrate system demo $(if $(QUICK),--quick)
 
 # issue 20: bring-up time, PTP and link per device, impaired loss, apply latency, clean down
 bench-system: $(STAMP) bootstrap

@@ -112,3 +112,51 @@ def impair_cmd(state_dir, device, loss, rate_kbit) -> None:
     from host.system.stack import impair
 
     click.echo(json.dumps(impair(Path(state_dir), device, loss_pct=loss, rate_kbit=rate_kbit)))
+
+
+@system_group.command("demo")
+@click.option("--devices", "-n", type=click.IntRange(2, 4), default=2, show_default=True,
+              help="How many simulated devices.")
+@click.option("--quick", is_flag=True, help="Shorter measurements (about half the time).")
+@click.option("--data", type=click.Path(file_okay=False), default="../shared/data",
+              show_default=True, help="Corpus the devices' recordings are mixed from.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default="build/system-demo",
+              show_default=True, help="The demo's system (removed at the end).")
+@click.option("--prefix", default="hlsdm", show_default=True,
+              help="Namespace and interface name prefix.")
+@click.option("--loss", type=click.FloatRange(0, 50), default=5.0, show_default=True,
+              help="Device 1's impairment: % of its packets dropped at the host.")
+@click.option("--rate", "rate_kbit", type=click.FloatRange(8, 10_000), default=72.0,
+              show_default=True, help="Device 1's impairment: uplink cap, kbit/s (tbf, which "
+              "counts IP/UDP headers: the default 64 kbit/s stream needs ~81, 50 needs ~67).")
+@click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
+              show_default=True, help="Where system_demo.json and .md go.")
+def demo_cmd(devices, quick, data, state_dir, prefix, loss, rate_kbit, out) -> None:
+    """Up, impair, calibrate, fleet push with a canary, hum and its repair, down; a report.
+
+    Tears down on failure and Ctrl-C too; exits 1 when a step did not show what it should."""
+    from rich.console import Console
+
+    from host.system.demo import Demo, ok, rich_table, table
+
+    con = Console()
+    res = Demo(Path(state_dir).resolve(), devices=devices, quick=quick,
+               data=Path(data) if Path(data).is_dir() else None, prefix=prefix,
+               loss_pct=loss, rate_kbit=rate_kbit, console=con).run()
+    md = table(res)
+    con.print(rich_table(md))
+    con.print(md.strip().splitlines()[-1], highlight=False)
+    _write(Path(out), res, md)
+    bad = ok(res)
+    if bad:
+        raise click.ClickException("system demo: " + "; ".join(bad))
+    click.echo(f"system demo: green -> {Path(out) / 'system_demo.md'}")
+
+
+def _write(out: Path, res: dict, md: str) -> None:
+    """As benchmarks/results_io.py: the numbers and the README's table side by side."""
+    out.mkdir(parents=True, exist_ok=True)
+    here = f"{Path.cwd()}/"  # results hold repo-relative paths (ports, messages)
+    (out / "system_demo.json").write_text(json.dumps(res, indent=1, default=str)
+                                          .replace(here, ""))
+    (out / "system_demo.md").write_text(md)

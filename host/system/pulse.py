@@ -62,7 +62,8 @@ def make_recording(data: Path | None, index: int, out: Path, seconds: float = 30
                    snr_db: float = 5.0) -> str:
     """Speech of one speaker per device mixed with a real noise at ``snr_db`` (a different
     pair per ``index``), or a synthetic voice in pink noise when the corpus is absent.
-    Returns where it came from."""
+    Returns where it came from. The clean speech goes beside it (``NAME.clean.wav``): the
+    reference the received audio is scored against."""
     from edge.audio import load_audio, save_audio
 
     speech = sorted((data / "speech").rglob("*.flac")) if data and data.is_dir() else []
@@ -91,7 +92,13 @@ def make_recording(data: Path | None, index: int, out: Path, seconds: float = 30
         src = "synthetic voice + white noise (no corpus)"
     gain = np.sqrt(np.mean(clean ** 2) / (np.mean(noise ** 2) * 10 ** (snr_db / 10) + 1e-12))
     y = clean + gain * noise
-    y = (y / max(1.0, float(np.abs(y).max()) / 0.9)).astype(np.float32)
+    scale = max(1.0, float(np.abs(y).max()) / 0.9)
+    y = (y / scale).astype(np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_audio(out, y)
+    save_audio(clean_path(out), (clean / scale).astype(np.float32))
     return src
+
+
+def clean_path(recording: Path) -> Path:
+    return Path(recording).with_suffix(".clean.wav")
