@@ -8,7 +8,7 @@ from edge import __version__
 from edge.cliutil import CONTEXT, Group
 from edge.clock.cli import clock_group
 from edge.faults.cli import faults_command
-from edge.live_cli import file_command, live_command
+from edge.live_cli import file_command, live_command, virtual_mic_command
 from edge.transport import cli as transport_cli
 
 
@@ -28,6 +28,7 @@ def cli(log_level) -> None:
 
 cli.add_command(file_command)  # edge/live_cli.py (issue 5)
 cli.add_command(live_command)
+cli.add_command(virtual_mic_command)  # edge/soundserver.py (issue 22)
 
 
 cli.add_command(clock_group)  # edge/clock/cli.py (issue 6)

@@ -194,7 +194,8 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
              model_path=None, rate=None, record=None, record_input=None, play=None,
              bypass=False, resample_quality="MP", quiet=True, extra_sinks=(),
              fault_events=None, ptp_lock=False, state_dir=None,
-             transport_pinned=frozenset(), pending_toggles=None, metrics=None) -> dict:
+             transport_pinned=frozenset(), pending_toggles=None, metrics=None,
+             source=None) -> dict:
     """The ``live`` command as a function (also used by the benchmark); returns the summary.
 
     ``extra_sinks``: more Sink objects (e.g. the network sender's CallbackSink).
@@ -203,6 +204,7 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     (edge/liveslot.py); ``transport_pinned``: sender parameters a bundle may not change.
     ``pending_toggles``: SIGUSR1s caught during start-up (edge.live.startup_toggles).
     ``metrics``: "ADDR:PORT" of a Prometheus endpoint for the loop, link and clock.
+    ``source``: capture from this Source object (edge.sources) instead of a device.
     ``ptp_lock`` without a locked PTP clock warns and runs on the card's clock: CLOCK_REALTIME
     alone is no reference, and its "rate error" (hundreds of ppm) would be noise.
     """
@@ -218,8 +220,11 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
     prof = DeviceProfile.by_name(profile_name)
     a, r = prof.audio, prof.runtime
     in_dev = parse_device(device if device is not None else a.input_device)
-    capture_rate = negotiate_rate(in_dev, rate or a.native_rate, "input")
-    period = max(16, round(a.period_frames * capture_rate / a.native_rate))
+    if source is not None:
+        capture_rate, period = source.rate, source.period
+    else:
+        capture_rate = negotiate_rate(in_dev, rate or a.native_rate, "input")
+        period = max(16, round(a.period_frames * capture_rate / a.native_rate))
     isolate = model_path is not None and not state_dir  # a --model from outside
     active = None
     if state_dir:
@@ -238,8 +243,9 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
                                   period))
     if not sinks:
         sinks.append(NullSink())
-    source = SoundDeviceSource(in_dev, capture_rate, period, channels=a.channels,
-                               input_channel=a.input_channel)
+    if source is None:
+        source = SoundDeviceSource(in_dev, capture_rate, period, channels=a.channels,
+                                   input_channel=a.input_channel)
     cfg = LoopConfig(duration_s=duration, queue_blocks=r.queue_frames,
                      cpu_affinity=r.cpu_affinity, realtime_priority=r.realtime_priority,
                      resample_quality=resample_quality)
@@ -314,7 +320,8 @@ def run_live(duration=None, device=None, output_device=None, profile_name="gener
         summary["ptp_lock"] = f"off: {ptp_off}"
     summary.update(model={**loop.denoiser.model.describe(), **(loop.model_info or {})},
                    profile=prof.name, record=record, record_input=record_input,
-                   input_device=str(in_dev if in_dev is not None else "default"))
+                   input_device=getattr(source, "what", None)
+                   or str(in_dev if in_dev is not None else "default"))
     if follower is not None:
         summary.update(state_dir=str(state_dir), note=follower.running.note,
                        hop_budget_ms=follower.budget_ms(), window=loop.stats.window(),
@@ -344,9 +351,90 @@ def network_sink(url: str, bitrate: int, buffer: int, share: float, telemetry_pa
     return sink
 
 
+def _source_name(value: str) -> str:
+    from edge.soundserver import NAME_RE
+
+    if not NAME_RE.fullmatch(value):
+        raise click.BadParameter(f"{value!r}: use 1-64 letters, digits, '_', '.', '-'")
+    return value
+
+
 class _nothing:
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         return False
+
+
+@click.command("virtual-mic")
+@click.option("--source", "-s", "capture",
+              help="Sound-server source to denoise (`pactl list short sources`). "
+                   "Default: the server's default source.")
+@click.option("--name", "-n", default="hushlink_denoised", show_default=True,
+              callback=lambda ctx, param, value: _source_name(value),
+              help="Name of the virtual source applications record from.")
+@click.option("--description", default="hushlink denoised microphone", show_default=True,
+              help="The name applications show in their microphone list.")
+@click.option("--rate", default=48_000, show_default=True, type=Number(int, 8_000, 192_000),
+              help="Capture and virtual-source rate in Hz.")
+@click.option("--buffer-ms", default=40, show_default=True, type=Number(int, 10, 1000),
+              help="Output buffer towards the sound server: more survives a busier CPU, "
+                   "at that much more latency.")
+@click.option("--duration", "-d", type=Number(float, lo=0.1),
+              help="Stop after this many seconds (default: until Ctrl-C/SIGTERM).")
+@click.option("--profile", "-p", "profile_name", default="generic-linux", show_default=True,
+              help="Hardware profile name or .toml path (model threads, affinity).")
+@click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False), help=MODEL_HELP)
+@click.option("--bypass", is_flag=True, help="Start in bypass (SIGUSR1 toggles at runtime).")
+@click.option("--quiet", "-q", is_flag=True, help="No live status line.")
+def virtual_mic_command(capture, name, description, rate, buffer_ms, duration, profile_name,
+                        model_path, bypass, quiet) -> None:
+    """Offer a denoised microphone to every application (PulseAudio or PipeWire).
+
+    Loads a null sink and a source remapped from its monitor (pactl), denoises the chosen
+    source into the sink with the live loop (audio in and out through parec and pacat), and
+    unloads exactly those modules at exit (SIGINT/SIGTERM; a guard process unloads them if
+    this one is killed). Applications pick the source by its description. Prints the live
+    loop's JSON summary at exit.
+    """
+    import signal
+
+    from edge.live import startup_toggles
+    from edge.sinks import ProcessSink
+    from edge.soundserver import capture_argv, playback_argv, virtual_mic
+    from edge.sources import ProcessSource
+
+    def interrupt(signum, frame):  # until the loop's own handlers: unwind, unload, exit
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with startup_toggles() as pending, \
+                virtual_mic(name, capture, description, rate,
+                            warn=lambda m: err_console.print(f"edge-denoise virtual-mic: {m}")
+                            ) as mic:
+            source = ProcessSource(capture_argv(mic.capture_source, rate), rate, rate // 100,
+                                   what=f"capture from {mic.capture_source}")
+            sink = ProcessSink(playback_argv(mic.sink, rate, buffer_ms), rate,
+                               buffer_s=buffer_ms / 1e3, what=f"playback into {mic.sink}")
+            err_console.print(f"edge-denoise virtual-mic: source {mic.source!r} "
+                              f"(\"{mic.description}\") denoises {mic.capture_source!r}; "
+                              "pick it as the microphone in any application")
+            try:
+                summary = run_live(duration=duration, profile_name=profile_name,
+                                   model_path=model_path, play=False, bypass=bypass,
+                                   quiet=quiet, pending_toggles=pending, source=source,
+                                   extra_sinks=[sink])
+            except BaseException:  # e.g. a model that does not load: the loop never ran
+                sink.close()
+                raise
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    summary["virtual_mic"] = {"source": mic.source, "sink": mic.sink,
+                              "capture_source": mic.capture_source,
+                              "modules": list(mic.modules)}
+    click.echo(json.dumps(summary, indent=1))
+    if summary["error"]:
+        err_console.print(f"Error: {summary['error']}")
+        sys.exit(1)

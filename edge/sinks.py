@@ -8,10 +8,12 @@ thread only, so implementations need no locking of their own beyond what they ha
   write (libsndfile's auto header update) so even an abrupt end leaves a playable file.
 * ``PlaybackSink``: an output device (sounddevice); its callback only pops a queue.
 * ``CallbackSink``: hands blocks to any function (the network sender plugs in here).
+* ``ProcessSink``: raw float32 into a child's stdin (``pacat`` into a sound-server sink).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from collections.abc import Callable
 from pathlib import Path
@@ -204,6 +206,71 @@ class PlaybackSink:
             self._stream.close()
         except Exception:  # a vanished device must not turn a clean stop into a traceback
             pass
+
+
+class ProcessSink:
+    """Raw float32 mono written to a child process's stdin (``pacat`` playing into a sound
+    server, ``edge-denoise virtual-mic``). The kernel pipe, sized to ``buffer_s``, is the
+    cushion against a worker held off the CPU; the write never blocks: a full pipe (the
+    child consumes slower than we produce, e.g. two clocks drifting) drops the block and
+    counts it in ``dropped_periods``, which bounds the latency to the pipe plus the child's."""
+
+    F_SETPIPE_SZ = 1031  # fcntl: resize a pipe (Linux)
+
+    def __init__(self, argv: list[str], rate: int, buffer_s: float = 0.04,
+                 what: str = "playback"):
+        import fcntl
+        import os
+        import subprocess
+
+        self.rate, self.what = int(rate), what
+        self.dropped_periods = 0
+        self.underruns = 0
+        try:
+            # its own session: a Ctrl-C in the terminal must not end it before the loop stops
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as e:
+            raise AudioError(f"cannot start {argv[0]}: {e}") from None
+        fd = self._proc.stdin.fileno()
+        with contextlib.suppress(OSError):  # rounded up to a page (4 KiB: 64 ms at 16 kHz)
+            fcntl.fcntl(fd, self.F_SETPIPE_SZ, max(4096, int(4 * self.rate * buffer_s)))
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self.error: str | None = None
+
+    def write(self, block: np.ndarray) -> None:
+        import os
+
+        data = np.clip(np.asarray(block, dtype="<f4"), -1.0, 1.0).tobytes()
+        try:
+            n = os.write(self._fd, data)
+        except BlockingIOError:
+            self.dropped_periods += 1
+            return
+        except BrokenPipeError:
+            raise AudioError(f"the {self.what} stopped: {self._stderr()}") from None
+        if n < len(data):  # keep whole samples: finish the block, blocking briefly
+            os.set_blocking(self._fd, True)
+            try:
+                os.write(self._fd, data[n:])
+            finally:
+                os.set_blocking(self._fd, False)
+
+    def _stderr(self) -> str:
+        if self._proc.poll() is None:
+            return "broken pipe"
+        lines = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit status {self._proc.returncode}"
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(2)
+        except Exception:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def drop_with_crossfade(x: np.ndarray, n: int, xfade: int) -> np.ndarray:

@@ -160,3 +160,62 @@ class FileSource:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+class ProcessSource:
+    """Raw float32 mono audio read from a child process's stdout (``parec`` for a sound-server
+    source, ``edge-denoise virtual-mic``). A reader thread pushes ``period``-sized blocks; the
+    kernel pipe, not a real-time callback, absorbs a reader held off the CPU for a while, and
+    the child exiting sets ``failed``."""
+
+    def __init__(self, argv: list[str], rate: int, period: int, what: str = "capture"):
+        self.argv, self.rate, self.period, self.what = list(argv), int(rate), int(period), what
+        self.input_overflows = 0
+        self.failed = threading.Event()
+        self.error: str | None = None
+        self._proc = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self, push: Push) -> None:
+        import subprocess
+
+        try:
+            # its own session: a Ctrl-C in the terminal stops the loop, which stops the child
+            self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          start_new_session=True)
+        except OSError as e:
+            raise AudioError(f"cannot start {self.argv[0]}: {e}") from None
+        nbytes = 4 * self.period
+
+        def run():
+            out = self._proc.stdout
+            while True:
+                data = out.read(nbytes)
+                if len(data) < nbytes:  # EOF: the child (or the server behind it) is gone
+                    break
+                push(np.frombuffer(data, dtype="<f4").copy())
+            if not self._stopping:
+                why = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
+                self.error = (f"the {self.what} ({self.argv[0]}) stopped"
+                              + (f": {why[-1]}" if why else "") + " (sound server gone?)")
+                self.failed.set()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="process-source")
+        self._thread.start()
+
+    latency_s = 0.0
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopping = True
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.terminate()
+        try:
+            self._proc.wait(timeout)
+        except Exception:
+            self._proc.kill()
+        if self._thread is not None:
+            self._thread.join(timeout)
