@@ -58,6 +58,8 @@ corpus: $(STAMP)
 bench-denoise: $(STAMP)
 	$(PY) benchmarks/denoise.py --utterances 20
 	$(PY) benchmarks/denoise_cross.py
+	$(PY) benchmarks/denoise_level.py
+	$(PY) benchmarks/denoise_cpu.py
 
 # the shipped model against its training target's oracle, per SNR, on each split
 bench-headroom: $(STAMP)

@@ -10,8 +10,7 @@ Metrics per system, over all mixtures, per input SNR (-5..20 dB) and per noise c
 PESQ-WB, STOI, ESTOI, SI-SDR and its improvement; DNSMOS P.835 SIG/BAK/OVRL (each category's
 outputs back to back, one 9 s window after another); CPU seconds per second of audio on one
 thread; the mean over the worst third of categories (what trials are ranked by, beside the
-mean). A level sweep (input x0.125 .. x4 on the 5 dB mixtures) shows what the input level
-costs hushlink's models in SI-SDR improvement.
+mean). The level sweep on the same split is benchmarks/denoise_level.py.
 
     .venv/bin/python benchmarks/denoise_cross.py [--per-category 3] [--model X.tflite ...]
 
@@ -39,7 +38,6 @@ from benchmarks.denoise import make_peer, timed_systems  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 
 PEERS = ("rnnoise", "webrtc", "speex", "noisereduce", "dtln", "gtcrn", "dfn3")
-GAINS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 KEYS = ("pesq", "stoi", "estoi", "si_sdr", "si_sdr_i")
 
 
@@ -63,26 +61,6 @@ def dnsmos_by_category(outputs: list[np.ndarray], mixtures: list[dict]) -> dict:
         out[c] = dnsmos(y, hop_s=DNSMOS_SECONDS)
     out["all"] = {k: round(float(np.mean([out[c][k] for c in cats])), 3)
                   for k in ("sig", "bak", "ovrl")}
-    return out
-
-
-def level_sweep(system, mixtures: list[dict]) -> dict:
-    """Mean SI-SDR improvement per input gain, twice: the scaled mixture as float (does the
-    model's output depend on the level?) and clipped to +-1 (what a device whose converter
-    clips gets: at x4 about 1 % of these samples clip, distortion no mask can remove)."""
-    from training.metrics import si_sdr
-
-    out: dict = {"float": {}, "clipped": {}}
-    for g in GAINS:
-        for kind in out:
-            d = []
-            for m in mixtures:
-                x = (m["noisy"] * g).astype(np.float32)
-                if kind == "clipped":
-                    x = np.clip(x, -1, 1)
-                y = np.asarray(system(x), np.float32)[:len(x)]
-                d.append(si_sdr(y, m["clean"]) - si_sdr(x, m["clean"]))
-            out[kind][f"x{g:g}"] = round(float(np.mean(d)), 3)
     return out
 
 
@@ -171,14 +149,12 @@ def main(argv=None) -> int:
     rows = {n: r for n, r in rows.items() if r is not None}
     for r in rows.values():
         r["worst_third"] = {k: worst_third(r, k) for k in ("pesq", "estoi", "si_sdr_i")}
-    five = [m for m in mixtures if m["snr"] == 5.0]
-    sweep = {name: level_sweep(tflite_system(p), five) for name, p in ours}
     res = {"mixtures": len(mixtures), "audio_minutes": round(audio_s / 60, 2),
            "speakers": len({m["speaker"] for m in mixtures}),
            "categories": sorted({m["category"] for m in mixtures}),
            "snrs": sorted({m["snr"] for m in mixtures}),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), one thread",
-           "wall_s": round(time.monotonic() - t0, 1), "level_sweep": sweep,
+           "wall_s": round(time.monotonic() - t0, 1),
            "systems": rows}
     write_results(Path(a.out), "denoise_cross", res, markdown(res))
     return 0
@@ -220,17 +196,6 @@ def markdown(res: dict) -> str:
         lines.append(f"| {n} | " + " | ".join(
             f"{_f(s['category'][c]['si_sdr_i'], '+.1f')} ({_f(s['category'][c]['pesq'], '.2f')})"
             for c in cats) + " |")
-    if res["level_sweep"]:
-        gains = list(next(iter(res["level_sweep"].values()))["float"])
-        lines += ["", "Level sweep, 5 dB mixtures: SI-SDR improvement (dB) per input gain, the "
-                  "scaled input as float (level invariance) and clipped to ±1 (a clipping "
-                  "converter; ~1 % of samples clip at x4):", "",
-                  "| model | input | " + " | ".join(gains) + " | cost (max - min) |",
-                  "|---|---|" + "---|" * (len(gains) + 1)]
-        for n, sw in res["level_sweep"].items():
-            for kind, v in sw.items():
-                lines.append(f"| {n} | {kind} | " + " | ".join(_f(v[g], "+.2f") for g in gains)
-                             + f" | {max(v.values()) - min(v.values()):.2f} |")
     lines += ["", "DNSMOS: each category's outputs back to back, scored on consecutive 9 s "
               "windows (the DNS Challenge P.835 model inside the speechmos wheel), the mean "
               "over categories. CPU s/s: process CPU time per second of audio on one thread. "
