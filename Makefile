@@ -106,3 +106,7 @@ bench-fleet: $(STAMP) bootstrap
 # issue 19 item 2: two receivers behind different links play one stream at PTP time (not in CI)
 bench-playout: $(STAMP) bootstrap
 	$(PY) benchmarks/playout.py --minutes $(or $(MINUTES),5)
+
+# issue 19.3: probe-train capacity estimate vs the emulator's rate limit, and the tuned bitrate
+bench-capacity: $(STAMP)
+	$(PY) benchmarks/capacity.py --seconds $(or $(CAP_SECONDS),20)
