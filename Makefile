@@ -124,3 +124,7 @@ bench-playout: $(STAMP) bootstrap
 # the first time; needs root, deb.debian.org and PyPI), compared with this machine's output
 check-aarch64: $(STAMP)
 	PY=$(PY) scripts/check-aarch64
+
+# issue 19.3: probe-train capacity estimate vs the emulator's rate limit, and the tuned bitrate
+bench-capacity: $(STAMP)
+	$(PY) benchmarks/capacity.py --seconds $(or $(CAP_SECONDS),20)

@@ -98,13 +98,14 @@ class Telemetry:
     latency_ms: float  # one-way, sender PTP timestamp vs receiver PTP time
     loss_pct: float  # from RTP sequence numbers, before FEC/PLC
     jitter_ms: float  # RFC 3550 interarrival jitter
-    bandwidth_util: float  # bytes on the wire / bytes allocated (bitrate share of capacity)
+    bandwidth_util: float  # bits on the wire / link capacity (else / bits allocated)
     snr_db: float  # estimate of the received audio's SNR
     late: int = 0  # packets that arrived after their playout time
     concealed: int = 0  # packets replaced by FEC or PLC
     bitrate_kbps: float = 0.0  # measured on the wire
     buffer_ms: float = 0.0  # the receiver's jitter-buffer bound in effect (0: not reported)
     delay_ms: float = 0.0  # the receiver's playout delay at the end of the interval (0: n/a)
+    capacity_kbps: float = 0.0  # link capacity from probe trains, kbit/s (0: no estimate)
 
     MONITORED = ("latency_ms", "loss_pct", "jitter_ms", "bandwidth_util", "snr_db")
     # What a measurement can be (type, lo, hi): a record outside is corrupt, not a bad link.
@@ -113,7 +114,7 @@ class Telemetry:
               "bandwidth_util": (float, 0.0, 1e3), "snr_db": (float, -200.0, 200.0),
               "late": (int, 0, 10**6), "concealed": (int, 0, 10**6),
               "bitrate_kbps": (float, 0.0, 1e6), "buffer_ms": (float, 0.0, 3.6e6),
-              "delay_ms": (float, 0.0, 3.6e6)}
+              "delay_ms": (float, 0.0, 3.6e6), "capacity_kbps": (float, 0.0, 1e8)}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

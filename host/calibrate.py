@@ -16,7 +16,11 @@ J, capacity Cap) and candidate (bitrate b, protocol, buffer B, share s):
     C = fitness.cost(quality(b, lost + late, snr), delay, B, b)
 ``a`` (how many jitter units the delay spread reaches) is fitted to the measured late-packet
 rate of the records: a = median of −B / (J · ln(late/50)) over records with late packets;
-2.0 when none. Capacity per record: (measured or configured bitrate) / (bandwidth_util·share).
+2.0 when none. Capacity per cluster: the median of the capacity the receiver measured with
+probe trains (``capacity_kbps``, edge/transport/capacity.py) over its records; for records
+without one (TCP, probing off, older files) (measured or configured bitrate) /
+(bandwidth_util·share), which on a link the stream does not fill is just its own bitrate.
+``tune --capacity`` overrides both.
 
 Limitation: k-means sees the telemetry as measured, so with a ``collect --sweep`` a parameter
 set that overloads the link (loss from its own bitrate) shows up as a lossy link condition;
@@ -126,8 +130,23 @@ def load_records(path: str | Path, on_skip=None) -> list[Record]:
 
 
 def capacity_kbps(r: Record) -> float:
+    """The link's capacity in one record: measured by probe trains, else inferred from the
+    utilisation of the allocation (which only knows what the stream used)."""
+    if r.telemetry.capacity_kbps > 0:
+        return r.telemetry.capacity_kbps
     rate = r.telemetry.bitrate_kbps or r.params.bitrate_kbps
     return rate / max(r.telemetry.bandwidth_util * r.params.share, 1e-3)
+
+
+def cluster_capacity_kbps(members: list[Record], records: list[Record]) -> float:
+    """A cluster's capacity: the median of its members' measured ones; when none has one (the
+    first second of a stream has no estimate yet) the median measured over all ``records``;
+    without any measurement, the median inferred from the members' bandwidth use."""
+    def measured(rs):
+        return [r.telemetry.capacity_kbps for r in rs if r.telemetry.capacity_kbps > 0]
+
+    vals = measured(members) or measured(records) or [capacity_kbps(r) for r in members]
+    return float(np.median(vals))
 
 
 def fit_jitter_scale(records: list[Record]) -> float:
@@ -231,7 +250,8 @@ class TuneResult:
             "fields": list(FIELDS),
             "chosen": {k: c.to_dict() for k, c in self.choices.items()},
             "clusters": [{"centre": dict(zip(FIELDS, map(float, c), strict=True)),
-                          "bins": [int(v) for v in b], "weight": cond.weight}
+                          "bins": [int(v) for v in b], "weight": cond.weight,
+                          "capacity_kbps": cond.capacity_kbps}
                          for c, b, cond in zip(self.centres, self.bins, self.model.conditions,
                                                strict=True)],
             "bin_edges": {f: [float(v) for v in e] for f, e in zip(FIELDS, self.edges,
@@ -242,16 +262,16 @@ class TuneResult:
 
 
 def build_model(records: list[Record], n_clusters: int, k_bins: int,
-                weights: fitness.Weights, seed: int = 0):
+                weights: fitness.Weights, seed: int = 0, capacity: float | None = None):
     X = np.array([r.telemetry.vector() for r in records])
     centres, labels = cluster(X, n_clusters, seed)
-    cap = np.array([capacity_kbps(r) for r in records])
     conds = []
     for j, c in enumerate(centres):
         members = labels == j
+        cap = capacity or cluster_capacity_kbps(
+            [r for r, m in zip(records, members, strict=True) if m], records)
         conds.append(Condition(latency_ms=float(c[0]), loss_pct=float(c[1]),
-                               jitter_ms=float(c[2]),
-                               capacity_kbps=float(np.median(cap[members])),
+                               jitter_ms=float(c[2]), capacity_kbps=float(cap),
                                snr_db=float(c[4]), weight=float(members.mean())))
     _, edges = kbins.discretize(X, k_bins)
     bins = np.stack([kbins.bin_index(centres[:, j], edges[j]) for j in range(X.shape[1])],
@@ -274,16 +294,19 @@ def choose(records: list[Record], n_clusters: int | None, k_bins: int | None,
 
 def tune(records: list[Record], *, n_clusters: int | None = None, k_bins: int | None = None,
          weights: fitness.Weights = fitness.Weights(), cfg: ga.GAConfig = ga.GAConfig(),
-         pins: dict | None = None, on_generation=None) -> TuneResult:
+         pins: dict | None = None, on_generation=None,
+         capacity_kbps: float | None = None) -> TuneResult:
     """The whole SPEC §7 pipeline. ``pins`` fixes parameters (e.g. ``{"protocol": "udp"}``
     where the network allows only UDP); the GA searches the rest. ``n_clusters`` / ``k_bins``
-    ``None``: chosen from the data (``choose``), recorded in ``TuneResult.choices``."""
+    ``None``: chosen from the data (``choose``), recorded in ``TuneResult.choices``.
+    ``capacity_kbps``: the link's capacity when known better than measured (else from the
+    records, ``cluster_capacity_kbps``)."""
     pins = dict(pins or {})
     TransportParams().replace(**pins)  # validate the pins now (ParamsError)
     choices = choose(records, n_clusters, k_bins, cfg.seed)
     n_clusters, k_bins = choices["clusters"].value, choices["bins"].value
     model, X, centres, labels, bins, edges = build_model(records, n_clusters, k_bins, weights,
-                                                         cfg.seed)
+                                                         cfg.seed, capacity_kbps)
     seeds = np.vstack([seeds_from_bins(bins, k_bins), ga.from_params(TransportParams())])
     res = ga.run(lambda g: model.cost(ga.to_params(g).replace(**pins)), seeds, cfg,
                  on_generation)

@@ -408,11 +408,13 @@ def _parse_pins(pins) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (deterministic).")
 @click.option("--pin", "pins", multiple=True, metavar="KEY=VALUE",
               help="Fix a parameter, e.g. --pin protocol=udp (repeatable).")
+@click.option("--capacity", type=Number(float, lo=0.0, hi=1e8, lo_open=True), default=None,
+              help="Link capacity, kbit/s, overriding the one the receiver measured.")
 @WORKERS
 @JSON_OPT
 @_weights_options
 def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, pins, workers,
-             as_json, **kw) -> None:
+             as_json, capacity, **kw) -> None:
     """Cluster, discretise and search parameters with the genetic algorithm (per file)."""
     from host import calibrate, ga
 
@@ -428,7 +430,8 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
 
     def run_tune(records, on_generation):
         return calibrate.tune(records, n_clusters=clusters, k_bins=k_bins, weights=weights,
-                              cfg=cfg, pins=pinned, on_generation=on_generation)
+                              cfg=cfg, pins=pinned, on_generation=on_generation,
+                              capacity_kbps=capacity)
 
     if len(telemetry) > 1:
         return _tune_fleet(telemetry, out, run_tune, seed, cfg, workers, as_json)
@@ -439,6 +442,11 @@ def tune_cmd(telemetry, out, clusters, k_bins, pop, generations, s1, s2, seed, p
     _atomic_text(Path(out), json.dumps(res.to_dict(seed, cfg), indent=1) + "\n")
     for what, c in res.choices.items():
         click.echo(f"{what}: {c.value} ({c.reason})", err=True)
+    caps = sorted({round(c.capacity_kbps, 1) for c in res.model.conditions})
+    how = ("given" if capacity else "measured by probe trains"
+           if any(r.telemetry.capacity_kbps > 0 for r in records) else
+           "inferred from bandwidth use: no capacity in the telemetry")
+    click.echo(f"capacity: {', '.join(f'{c:g}' for c in caps)} kbps ({how})", err=True)
     click.echo(f"{_strategy_line(res)} -> {out}")
 
 

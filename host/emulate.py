@@ -111,7 +111,7 @@ class LinkModel:
         self._last_depart = 0.0
         self.counts = dict(packets_in=0, bytes_in=0, dropped_loss=0, dropped_queue=0,
                            forwarded=0, bytes_out=0, delayed=0, reorder_held=0, reordered=0)
-        self.rtp = dict(packets_in=0, dropped=0, reordered=0, dropped_seqs=[])
+        self.rtp = dict(packets_in=0, bytes_in=0, dropped=0, reordered=0, dropped_seqs=[])
         self._delays: list[float] = []  # applied delay of each forwarded packet, ms
         self._rtp_delays: list[float] = []  # the same for RTP packets only
 
@@ -123,6 +123,7 @@ class LinkModel:
         c["bytes_in"] += size
         if seq is not None:
             self.rtp["packets_in"] += 1
+            self.rtp["bytes_in"] += size
         # fixed order of draws: the same packets give the same fate for the same seed
         u_loss, u_jit, u_re = self.rng.random(), self.rng.random(), self.rng.random()
         if not keep_order and u_loss < imp.loss:

@@ -120,6 +120,9 @@ def _local_address(host: str) -> str:
                    "to more receivers (telemetry comes back from the first).")
 @click.option("--capacity", type=Number(float, lo=0.0, lo_open=True), default=None,
               help="Link capacity, kbit/s; the stream gets min(bitrate, share x capacity).")
+@click.option("--probe/--no-probe", default=True, show_default=True,
+              help="Probe the link's capacity with short packet trains (UDP; about 2.7 %% of "
+                   "the capacity), reported by the receiver as capacity_kbps.")
 @click.option("--loop", is_flag=True, help="Repeat the file until stopped (SIGTERM, Ctrl-C).")
 @click.option("--params-file", type=click.Path(dir_okay=False),
               help="Follow the active parameters in this file (the agent's params.json, "
@@ -129,8 +132,9 @@ def _local_address(host: str) -> str:
                    "GStreamer's sdpdemux, ffplay, VLC).")
 @_format
 @common
-def send_cmd(path, urls, capacity, loop, params_file, sdp_path, rate, channels, srtp_key_path,
-             bitrate, buffer, share, fec, loss_hint, telemetry_path, as_json) -> None:
+def send_cmd(path, urls, capacity, probe, loop, params_file, sdp_path, rate, channels,
+             srtp_key_path, bitrate, buffer, share, fec, loss_hint, telemetry_path,
+             as_json) -> None:
     """Stream an audio file over RTP/Opus (UDP or TCP), paced in real time."""
     from contextlib import nullcontext
 
@@ -162,7 +166,7 @@ def send_cmd(path, urls, capacity, loop, params_file, sdp_path, rate, channels, 
     samples, seconds = _load_clip(path, rate, channels)
     log = _telemetry(telemetry_path)
     sender = Sender(url, params, telemetry=log, capacity_kbps=capacity, also=urls[1:],
-                    rate=rate, channels=channels, srtp_key=key)
+                    rate=rate, channels=channels, srtp_key=key, probe=probe)
     if sdp_path:  # the first destination's
         save_sdp(sdp_path, StreamDescription(
             address=addr, port=port, pt=sender.pt, rate=rate, channels=channels,

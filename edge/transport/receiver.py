@@ -33,6 +33,7 @@ import numpy as np
 
 from edge.params import ParamsError, TransportParams
 from edge.transport import rtcp, rtp
+from edge.transport.capacity import CapacityMeter, estimate_kbps
 from edge.transport.codec import FRAME_MS, RATE, OpusDecoder, codec_delay
 from edge.transport.jitter import JitterBuffer
 from edge.transport.links import (
@@ -93,6 +94,7 @@ class Receiver:
         self.missed = 0  # PTP playout: frames decoded after their play time (silence instead)
         self.realtime_priority = realtime_priority
         self.meter = TelemetryMeter()
+        self.capacity = CapacityMeter()  # the link's capacity from the sender's probe trains
         self.dec = OpusDecoder(rate, channels)
         self.rate, self.channels, self.pt, self.frame = rate, channels, pt, self.dec.frame
         self._srtp = None
@@ -115,7 +117,7 @@ class Receiver:
         self.counts = dict(malformed=0, wrong_pt=0, oversized=0, rtcp=0,
                            bye=0, decode_errors=0, connections=0, disconnects=0,
                            back_errors=0, duplicates_net=0, param_changes=0, srtp_errors=0,
-                           srtp_replayed=0)
+                           srtp_replayed=0, probes=0)
         self.param_log: list[dict] = []  # parameter changes signalled by the sender
         self._announced: dict | None = None  # the sender's last announcement (APP_PARAMS)
         self._sel = selectors.DefaultSelector()
@@ -312,6 +314,7 @@ class Receiver:
                     self.allocated_kbps = float(q.allocated_kbps)
                 if not self.meter.packet(ext, q.timestamp, q.send_ns, t_ns, n):
                     self.counts["duplicates_net"] += 1
+                self.capacity.packet(t_ns, n)
                 if self.playout == "ptp":
                     self.jb.push(ext, q.payload, t_ns / 1e9, q.timestamp)
                 else:
@@ -324,7 +327,16 @@ class Receiver:
 
     def _on_rtcp(self, data: bytes, src=None, now_ns: int | None = None) -> None:
         """A compound RTCP packet: the stream's SR (kept for LSR/DLSR), SDES CNAME, BYE, and
-        hushlink's APP packets (parameters, the BYE's sequence range)."""
+        hushlink's APP packets (parameters, the BYE's sequence range, capacity probes)."""
+        if len(data) >= 12 and data[1] == rtp.RTCP_APP and data[8:12] == rtp.APP_PROBE:
+            try:  # a probe travels alone, padded: its own parser
+                _, _, ssrc, body = rtp.parse_app(data)
+            except rtp.RtpError:
+                self.counts["malformed"] += 1
+                return
+            self._on_probe(body, ssrc, src, self.clock() if now_ns is None else now_ns,
+                           len(data))
+            return
         try:
             packets = rtcp.parse(data)
         except rtp.RtpError as e:
@@ -377,6 +389,28 @@ class Receiver:
                 self.counts["bye"] += 1
                 self.meter.loss.close_range(*rng)
                 self.jb.set_end(rng[1])
+
+    def _on_probe(self, body: dict, ssrc: int, src, now_ns: int, size: int) -> None:
+        """A capacity probe of the stream's own sender (UDP: kernel arrival stamps)."""
+        if self.proto != "udp" or self.tracker.key != (ssrc, src):
+            return
+        try:
+            train, index, count = rtp.parse_probe(body)
+        except rtp.RtpError:
+            self.counts["malformed"] += 1
+            return
+        with self._lock:
+            self.counts["probes"] += 1
+            before = self.capacity.trains
+            self.capacity.probe(train, index, count, now_ns, size)
+            sample = self.capacity.samples[-1][0] if self.capacity.trains > before else None
+        if sample is not None and self._socks:  # at once: it sizes the sender's next train
+            pkt = rtp.pack_app(rtp.APP_TRAIN, ssrc, {"train": train, "kbps": round(sample, 3)})
+            try:
+                self._socks[0].sendto(pkt, src)
+            except OSError as e:
+                self.counts["back_errors"] += 1
+                log.debug("receive: back channel: %s", e)
 
     def _on_params(self, body: dict) -> None:
         """The sender's announced parameters: take the ones the receiver uses, so a tuned
@@ -454,7 +488,7 @@ class Receiver:
         with self._lock:
             t = dataclasses.replace(
                 self.meter.take(now_ns / 1e9, self.jb.late, self.jb.concealed,
-                                self.allocated_kbps),
+                                self.allocated_kbps, self.capacity.estimate(now_ns)),
                 buffer_ms=float(self.params.buffer_ms), delay_ms=round(self.jb.delay_ms, 1))
             peer = self._peer
             block = self._report_block(now_ns)
@@ -521,6 +555,8 @@ class Receiver:
             "latency_ms_median": round(float(np.median(m.latencies)), 3) if m.latencies
             else None,
             "jitter_ms": round(1000 * m.jitter_s, 3), "bytes": m.bytes_total,
+            "capacity_kbps": round(estimate_kbps(self.capacity.samples), 1),
+            "capacity_trains": self.capacity.trains,
             "late": jb.late, "duplicates": jb.duplicates, "fec": jb.fec_frames,
             "plc": jb.plc_frames, "inserted": jb.inserted, "discarded": jb.discarded,
             "delay_ms": round(jb.delay_ms, 1), "target_ms": round(1000 * jb.target_s, 1),

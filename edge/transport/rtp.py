@@ -27,6 +27,8 @@ RTCP_BYE = 203
 APP_TELEMETRY = b"HLTM"
 APP_BYE = b"HLBY"
 APP_PARAMS = b"HLPR"  # the sender's parameters, for the receiver (buffer bound, FEC, protocol)
+APP_PROBE = b"HLPB"  # a capacity probe, padded to its size (edge.transport.capacity)
+APP_TRAIN = b"HLTR"  # receiver -> sender: one train's capacity sample, to size the next train
 
 
 class RtpError(HushlinkError):
@@ -124,6 +126,25 @@ def pack_app(name: bytes, ssrc: int, obj: dict, pt: int = RTCP_APP) -> bytes:
     data += b" " * (-len(data) % 4)
     words = (8 + 4 + len(data)) // 4 - 1
     return struct.pack("!BBHI4s", 0x80, pt, words, ssrc & 0xFFFFFFFF, name) + data
+
+
+def pack_probe(ssrc: int, train: int, index: int, count: int, size: int) -> bytes:
+    """Probe ``index`` of ``count`` in train ``train``: an APP packet of ``size`` bytes (a
+    multiple of 4, at least the JSON body), its body padded with spaces (still valid JSON)."""
+    pkt = pack_app(APP_PROBE, ssrc, {"train": train, "i": index, "n": count})
+    if size % 4 or size < len(pkt):
+        raise ValueError(f"probe size {size}: a multiple of 4 of at least {len(pkt)} bytes")
+    words = size // 4 - 1
+    return pkt[:2] + struct.pack("!H", words) + pkt[4:] + b" " * (size - len(pkt))
+
+
+def parse_probe(body: dict) -> tuple[int, int, int]:
+    """(train, index, count) of a probe's JSON body; RtpError when they are not sane."""
+    train, index, count = body.get("train"), body.get("i"), body.get("n")
+    if not all(type(v) is int for v in (train, index, count)) \
+            or not (0 <= index < count <= 64 and train >= 0):
+        raise RtpError("probe fields are not sane integers")
+    return train, index, count
 
 
 def parse_app(data: bytes) -> tuple[int, bytes, int, dict]:

@@ -20,6 +20,12 @@ allocation is ``min(bitrate, share * capacity)``.
 ``also``: more UDP destinations that get a copy of every packet (unicast fan-out, where AES67
 would use multicast): one stream, one SSRC, the same timestamps, so several receivers can play
 it in step (``receive --playout ptp``). Telemetry comes back from the main destination only.
+
+On UDP the sender also probes the link's capacity (``probe``, on by default): every 2 s (the
+first three every 0.5 s) a train of padded RTCP APP packets goes out right after an audio
+packet; the receiver measures its dispersion (``edge.transport.capacity``) and reports
+``capacity_kbps`` in its telemetry, which sizes the next train. TCP carries no probes (its
+own pacing and coalescing would be measured, not the link).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edge.params import Telemetry, TransportParams
+from edge.transport import capacity as cap
 from edge.transport import rtcp, rtp
 from edge.transport.codec import FRAME_MS, RATE, TS_PER_FRAME, OpusEncoder, frame_samples
 from edge.transport.links import TransportError, UdpLink, open_link, parse_url
@@ -42,6 +49,10 @@ from edge.transport.telemetry import TelemetryLog
 
 log = logging.getLogger(__name__)
 PACKETS_PER_S = 1000 // FRAME_MS
+# the first train, before any sample, is sized for this many times the bitrate: small enough
+# that trains 0.5 s apart drain from a 200 ms queue on a link just above the bitrate (at 3x,
+# two of them overflowed the emulator's queue at 80 kbit/s); the next ones use its sample
+STARTUP_GUESS = 1.5
 BYE_REPEATS = 5  # a BYE is a datagram too: send it a few times so 20% loss cannot hide the end
 RECONNECT_S = 0.25
 ANNOUNCE_REPEATS = 3  # APP_PARAMS after a start or change (then one a second): loss-proof
@@ -80,7 +91,7 @@ class Sender:
                  telemetry: TelemetryLog | None = None, capacity_kbps: float | None = None,
                  ssrc: int | None = None, also: tuple[str, ...] = (), rate: int = RATE,
                  channels: int = 1, pt: int = rtp.OPUS_PT, srtp_key: bytes | None = None,
-                 cname: str | None = None) -> None:
+                 cname: str | None = None, probe: bool = True) -> None:
         proto, self.host, self.port = parse_url(url)
         extra = [parse_url(u) for u in also]
         if any(p != "udp" for p, _, _ in extra):
@@ -110,6 +121,11 @@ class Sender:
         self.rtt_ms: float | None = None  # from the last RR that echoed one of our SRs
         self.last_report: rtcp.ReportBlock | None = None  # the receiver's last report on us
         self.measured_loss_pct = 0.0
+        # probe trains go in clear: with SRTP the receiver would refuse them (no probing)
+        self.probe = probe and srtp_key is None
+        self.probe_packets = self.probe_bytes = self.trains = self._train_frame = 0
+        self.measured_capacity_kbps = 0.0  # the receiver's estimate (sizes the next train)
+        self.train_kbps = 0.0  # the last train's own sample (sizes the startup trains)
         self._enc = OpusEncoder(self._codec_bps(self.params), self.params.fec,
                                 self.params.loss_hint_pct, rate=rate, channels=channels)
         self._lock = threading.Lock()
@@ -201,6 +217,11 @@ class Sender:
             if self._send(self._srtp.protect(pkt) if self._srtp else pkt):
                 self.payload_octets += len(payload)
             self._frames += 1
+            if (self.probe and self.params.protocol == "udp"
+                    and cap.probe_due(self._frames, self.trains, self._train_frame,
+                                      PACKETS_PER_S, self.measured_capacity_kbps)):
+                self._train_frame = self._frames
+                self._send_train()
             if self._announce_left or self._frames % PACKETS_PER_S == 0:
                 self._announce_left = max(0, self._announce_left - 1)
                 self._send_control(self._params_packet())
@@ -211,6 +232,26 @@ class Sender:
         ts = (self._ts if self._ts is not None else now * 48_000 // 1_000_000_000)
         return rtcp.SenderReport(self.ssrc, rtcp.ntp_from_ns(now), ts, self.packets,
                                  self.payload_octets)
+
+    def _send_train(self) -> None:
+        """A capacity probe: ``TRAIN_PACKETS`` padded packets back to back, sized to spread
+        over ``TARGET_SPREAD_S`` at the receiver's estimate, before it has one at the last
+        train's sample, before that at ``STARTUP_GUESS`` times the bitrate."""
+        guess = (self.measured_capacity_kbps or self.train_kbps
+                 or STARTUP_GUESS * self.params.bitrate_kbps)
+        size = cap.probe_size(guess)
+        n = cap.TRAIN_PACKETS
+        pkts = [rtp.pack_probe(self.ssrc, self.trains, i, n, size) for i in range(n)]
+        self.trains += 1
+        if self._link is None:
+            return
+        for pkt in pkts:
+            try:
+                self._link.send(pkt)
+            except OSError:
+                return
+            self.probe_packets += 1
+            self.probe_bytes += len(pkt)
 
     def _params_packet(self) -> bytes:
         """SR + SDES CNAME + APP ``HLPR`` (the parameters in force, so the receiver applies
@@ -296,6 +337,14 @@ class Sender:
                 return
         try:
             packets = rtcp.parse(data)
+            train = next((p for p in packets if isinstance(p, rtcp.App)
+                          and p.name == rtp.APP_TRAIN), None)
+            if train is not None:  # the receiver's sample of our last probe train
+                kbps = train.json().get("kbps")
+                if type(kbps) not in (int, float) or not 0 < kbps < 1e8:
+                    raise rtp.RtpError("train sample is not a number in range")
+                self.train_kbps = float(kbps)
+                return
             block = next((b for p in packets
                           if isinstance(p, (rtcp.ReceiverReport, rtcp.SenderReport))
                           for b in p.blocks if b.ssrc == self.ssrc), None)
@@ -320,6 +369,8 @@ class Sender:
         self.telemetry.append(t)
         # FEC follows the link: expected-loss hint = max(configured, smoothed measured loss)
         self.measured_loss_pct = 0.7 * self.measured_loss_pct + 0.3 * t.loss_pct
+        if t.capacity_kbps > 0:
+            self.measured_capacity_kbps = t.capacity_kbps
         with self._lock:
             p = self.params
             want = max(p.loss_hint_pct, math.ceil(self.measured_loss_pct))
@@ -365,7 +416,9 @@ class Sender:
         return {"packets": self.packets, "bytes": self.bytes, "send_errors": self.send_errors,
                 "dropped": self.dropped, "rtcp": self.rtcp, "rtcp_bad": self.rtcp_bad,
                 "reconnects": self.reconnects, "control": self.control_packets,
-                "codec_bps": self._enc.bitrate_bps,
+                "codec_bps": self._enc.bitrate_bps, "probe_packets": self.probe_packets,
+                "probe_bytes": self.probe_bytes,
+                "capacity_kbps": round(self.measured_capacity_kbps, 1),
                 "loss_hint_pct": self._enc.loss_pct,
                 "capture_start_ns": self.capture_start_ns,
                 "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),

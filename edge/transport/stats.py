@@ -2,7 +2,7 @@
 
 * RFC 3550 §6.4.1 / A.8 interarrival jitter,
 * loss from extended RTP sequence numbers (validated and numbered by ``seqstate``),
-* bandwidth: bits on the wire per second and their share of the allocation,
+* bandwidth: bits on the wire per second and their share of the link (or the allocation),
 * one-way latency from the sender's send-time stamp,
 * an SNR estimate of received audio from the spread of its frame energies.
 """
@@ -97,7 +97,8 @@ def bitrate_kbps(n_bytes: int, seconds: float) -> float:
 
 
 def utilisation(measured_kbps: float, allocated_kbps: float) -> float:
-    """Bits on the wire over the bits allocated to this stream (1.0 = exactly the budget)."""
+    """Bits on the wire over the bits available: the link's measured capacity, or without
+    one the bits allocated to this stream (1.0 = exactly the budget)."""
     return measured_kbps / allocated_kbps if allocated_kbps > 0 else 0.0
 
 

@@ -79,9 +79,12 @@ class TelemetryMeter:
     def audio(self, frame: np.ndarray) -> None:
         self._audio.append(frame)
 
-    def take(self, now: float, late: int, concealed: int, allocated_kbps: float) -> Telemetry:
+    def take(self, now: float, late: int, concealed: int, allocated_kbps: float,
+             capacity_kbps: float = 0.0) -> Telemetry:
         """Close the interval ending at ``now`` (s). ``late``/``concealed`` are running totals
-        from the jitter buffer; the record holds the increments of this interval."""
+        from the jitter buffer; the record holds the increments of this interval.
+        Utilisation is of the measured ``capacity_kbps`` when there is an estimate, else of
+        the bandwidth the sender allocated."""
         dur = max(now - (self._t0 if self._t0 is not None else now - 1.0), 1e-3)
         exp = self.loss.expected - self._exp0
         rcv = self.loss.received - self._rcv0
@@ -93,11 +96,12 @@ class TelemetryMeter:
             latency_ms=float(np.mean(self._lat)) if self._lat else float("nan"),
             loss_pct=stats.interval_loss_pct(exp, rcv),
             jitter_ms=1000.0 * self.jitter_s,
-            bandwidth_util=stats.utilisation(kbps, allocated_kbps),
+            bandwidth_util=stats.utilisation(kbps, capacity_kbps or allocated_kbps),
             snr_db=stats.snr_estimate_db(audio),
             late=late - self._late_last,
             concealed=concealed - self._conc_last,
             bitrate_kbps=kbps,
+            capacity_kbps=float(capacity_kbps),
         )
         self._late_last, self._conc_last = late, concealed
         self._reset_interval(now)
