@@ -118,6 +118,9 @@ def test_encrypted_stream_plays_reports_and_hides_its_telemetry():
     s = rx.summary()
     assert s["received"] == 125 and s["lost"] == 0 and s["srtp_errors"] == 0 and s["bye"] == 1
     assert tx.srtp_errors == 0 and tx.rtt_ms is not None
+    # capacity probes travel in clear, so an SRTP sender sends none (the receiver would count
+    # each as a key error above)
+    assert tx.probe is False and tx.probe_packets == 0
     y = rx.audio()[4000:]
     assert abs(np.argmax(np.abs(np.fft.rfft(y))) * 16_000 / len(y) - 440) < 5
     # on the wire: no JSON telemetry or parameters in clear, every RTP packet carries a tag
