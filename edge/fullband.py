@@ -82,3 +82,66 @@ def denoise_channels(x: np.ndarray, rate: int, den: Denoiser,
 
 def _fit(y: np.ndarray, n: int) -> np.ndarray:
     return np.pad(y, (0, max(0, n - len(y))))[:n]
+
+
+class FullBandStream:
+    """The live loop's full band: native-rate blocks around the 16 kHz denoiser, the same
+    split as the file path, streaming (``LiveLoop`` with a sink at the capture rate).
+
+    Linear-phase integer-ratio resamplers make ``up(down(x))`` the low band of ``x`` delayed
+    by exactly ``chain`` samples, so with the denoiser's own delay (``delay_16k`` model
+    samples) the output is::
+
+        y = up(denoised) + gain * (x[n - delay] - up(down(x) delayed by delay_16k))
+
+    a pure delay of ``delay`` samples when the mask is 1, and ``x`` delayed bit-exactly in
+    bypass. The gain of each 10 ms hop (the mean mask of the model's top band) ramps over the
+    hop's samples from the previous one. Costs the linear-phase filters' delay (4 ms at
+    48 kHz) over the loop's minimum-phase path; integer ratios only (48 and 32 kHz)."""
+
+    def __init__(self, rate: int, fe, delay_16k: int):
+        from edge.stream_resample import LinearPhaseResampler
+
+        if rate <= fe.sample_rate or rate % fe.sample_rate:
+            raise ValueError(f"full band needs an integer multiple of {fe.sample_rate} Hz "
+                             f"above it, not {rate} Hz")
+        self.rate, self.k, self.fe = rate, rate // fe.sample_rate, fe
+        self.down = LinearPhaseResampler(rate, fe.sample_rate)
+        self.up = LinearPhaseResampler(fe.sample_rate, rate)
+        self._ref_up = LinearPhaseResampler(fe.sample_rate, rate)
+        self.chain = (self.down.taps - 1) // 2 + (self.up.taps - 1) // 2
+        self.delay = self.chain + self.k * delay_16k  # native samples, input to output
+        self._x = np.zeros(self.delay, dtype=np.float32)  # the native delay line
+        self._ref = np.zeros(delay_16k, dtype=np.float32)  # the model-rate one
+        self._gain = 1.0
+        self.bins = band_bins(fe)
+
+    def to_model(self, block: np.ndarray) -> np.ndarray:
+        """A captured native block -> its model-rate samples (and keep it for the band)."""
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        self._x = np.concatenate([self._x, block])
+        return self.down(block)
+
+    def output(self, consumed: np.ndarray, denoised: np.ndarray, gains: list[float],
+               bypass: bool = False) -> np.ndarray:
+        """The native-rate output for the model-rate samples the denoiser ``consumed`` this
+        block (its output ``denoised``, same length; ``gains`` one per hop)."""
+        n, hop = len(consumed), self.fe.hop
+        xd, self._x = self._x[:n * self.k], self._x[n * self.k:]
+        ref16 = np.concatenate([self._ref, consumed])
+        self._ref = ref16[n:]
+        ref = self._ref_up(ref16[:n])
+        low = self.up(denoised)
+        if bypass:
+            return xd.copy()
+        per = hop * self.k
+        g = np.full(max(n * self.k, len(gains) * per), self._gain, dtype=np.float32)
+        for i, gi in enumerate(gains):  # ramp from the previous hop's gain
+            g[i * per:(i + 1) * per] = np.linspace(self._gain, gi, per + 1,
+                                                  dtype=np.float32)[1:]
+            self._gain = gi
+        return low + g[:n * self.k] * (xd - ref)
+
+    def hop_gain(self, mask: np.ndarray) -> float:
+        """One hop's gain for the band above the model's: its top band's mean mask."""
+        return float(np.mean(mask[self.bins]))

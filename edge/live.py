@@ -73,6 +73,7 @@ class LiveLoop:
         self.error: str | None = None
         self.audio_s = 0.0
         self.resampler = "identity"  # what the worker resamples with (in the summary)
+        self.full_band_delay_ms: float | None = None  # input -> output when full band
         self.stop_requested = False
         self.setup_warnings: list[str] = []
         self._q: queue.Queue[np.ndarray] = queue.Queue(maxsize=config.queue_blocks)
@@ -140,6 +141,10 @@ class LiveLoop:
         self.resampler = to_model.kind
         to_sinks = [StreamResampler(model_rate, s.rate, self.config.resample_quality)
                     for s in self.sinks]
+        full = self._full_band(model_rate)
+        if full is not None:  # the band above the model's kept for sinks at the capture rate
+            to_model, self.resampler = full.to_model, "linear-phase (full band)"
+            self.full_band_delay_ms = round(1e3 * full.delay / full.rate, 3)
         pending = np.zeros(0, dtype=np.float32)
         limit = None if self.config.duration_s is None else int(
             round(self.config.duration_s * model_rate))
@@ -177,6 +182,7 @@ class LiveLoop:
                     n_hops = min(n_hops, -(-(limit - produced) // hop))
                 out = np.empty(n_hops * hop, dtype=np.float32)
                 res = np.empty(n_hops * hop, dtype=np.float32) if self._tap else None
+                gains: list[float] = []
                 for i in range(n_hops):
                     th, ch = time.perf_counter(), time.thread_time()
                     out[i * hop:(i + 1) * hop] = den.process_hop(pending[i * hop:(i + 1) * hop])
@@ -184,15 +190,19 @@ class LiveLoop:
                     st.hop_cpu.add(time.thread_time() - ch)
                     if res is not None:
                         res[i * hop:(i + 1) * hop] = den.residual
-                pending = pending[n_hops * hop:]
+                    if full is not None:
+                        gains.append(full.hop_gain(den.last_mask))
+                consumed, pending = pending[:n_hops * hop], pending[n_hops * hop:]
                 if self.post is not None and len(out):
                     out = self.post(out, background=res) if self._tap else self.post(out)
                 if limit is not None:
                     out = out[:limit - produced]
                 produced += len(out)
                 st.hops += n_hops
+                wide = (None if full is None else
+                        full.output(consumed[:len(out)], out, gains, den.bypass))
                 for sink, rs in zip(self.sinks, to_sinks, strict=True):
-                    y = rs(out)
+                    y = wide if wide is not None and sink.rate == full.rate else rs(out)
                     if len(y):
                         sink.write(y)
                 if n_hops:
@@ -209,6 +219,18 @@ class LiveLoop:
             self.error = f"worker failed: {type(e).__name__}: {e}"
         finally:
             self._done.set()
+
+    def _full_band(self, model_rate: int):
+        """The full-band path (edge.fullband.FullBandStream) when a sink takes the capture
+        rate above the model's, an integer multiple of it, and nothing before the denoiser
+        may hold samples back (``pre``) or the split would lose its alignment; else None."""
+        from edge.fullband import FullBandStream
+
+        rate = self.source.rate
+        if (self.pre is not None or rate <= model_rate or rate % model_rate
+                or not any(s.rate == rate for s in self.sinks)):
+            return None
+        return FullBandStream(rate, self.denoiser.fe, self.denoiser.delay_samples)
 
     # -- control
     def stop(self) -> None:
@@ -260,6 +282,7 @@ class LiveLoop:
                    "peak_rss_mb": round(_peak_rss_mb(), 1),
                    "capture_rate": self.source.rate, "period_frames": self.source.period,
                    "model_rate": self.denoiser.fe.sample_rate, "resampler": self.resampler,
+                   "full_band_delay_ms": self.full_band_delay_ms,
                    "algorithmic_latency_ms": round(self.denoiser.algorithmic_latency_s * 1e3, 3),
                    "bypass": self.denoiser.bypass, "warnings": self.setup_warnings,
                    "model_switches": self.switches}

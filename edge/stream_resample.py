@@ -9,6 +9,10 @@ passband group delay is about 0.2 ms. The price is phase distortion near the ban
 (7-8 kHz), which a mask-based denoiser working on magnitudes does not mind and listeners do
 not hear. Other ratios (44.1 kHz) fall back to soxr.
 
+``LinearPhaseResampler`` is the same structure with the linear-phase filter: a pure delay of
+(taps - 1) / 2 samples each way, which the live loop's full band needs so that
+``x - up(down(x))`` is exactly the band the model does not see (edge/fullband.py).
+
 Both take (n,) float32 blocks of any length and return what is ready: the output count
 follows the input count (n * rate_out / rate_in on average).
 """
@@ -36,9 +40,23 @@ def min_phase_lowpass(rate_hi: int, rate_lo: int, taps: int = 193) -> np.ndarray
     return h
 
 
+@lru_cache(maxsize=8)
+def linear_phase_lowpass(rate_hi: int, rate_lo: int, taps: int = 193) -> np.ndarray:
+    """``min_phase_lowpass``'s magnitude response, linear phase: (taps - 1) / 2 samples of
+    delay at ``rate_hi``."""
+    from scipy import signal
+
+    h = signal.firwin(taps, 0.46875 * rate_lo, fs=rate_hi, window=("kaiser", 8.0))
+    h = (h / h.sum()).astype(np.float32)
+    h.setflags(write=False)
+    return h
+
+
 class MinPhaseResampler:
     """Integer-ratio streaming resampler (decimate or interpolate by an integer) with a
     minimum-phase FIR; state is the last few input samples and the decimation phase."""
+
+    design = staticmethod(min_phase_lowpass)
 
     def __init__(self, rate_in: int, rate_out: int, taps: int = 193):
         if rate_in % rate_out == 0:
@@ -47,7 +65,8 @@ class MinPhaseResampler:
             self.down, self.up = 1, rate_out // rate_in
         else:
             raise ValueError(f"{rate_in} -> {rate_out} Hz is not an integer ratio")
-        h = min_phase_lowpass(max(rate_in, rate_out), min(rate_in, rate_out), taps)
+        h = self.design(max(rate_in, rate_out), min(rate_in, rate_out), taps)
+        self.taps = len(h)
         if self.up == 1:
             self._taps = [h]
         else:  # polyphase: output k*up + p uses every up-th tap from p, gain up
@@ -71,6 +90,13 @@ class MinPhaseResampler:
         for p, hp in enumerate(self._taps):
             y[p::self.up] = np.convolve(xe, hp, "valid")
         return y
+
+
+class LinearPhaseResampler(MinPhaseResampler):
+    """``MinPhaseResampler`` with the linear-phase filter: delay (taps - 1) / 2 at the high
+    rate, the same for every frequency."""
+
+    design = staticmethod(linear_phase_lowpass)
 
 
 class StreamResampler:

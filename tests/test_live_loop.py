@@ -192,3 +192,50 @@ def test_a_requested_model_is_swapped_in_between_blocks_without_a_gap():
     between = rms[on_half.max() + 1:on_quarter.min()]
     assert len(between) <= 3 and np.all(between > 0.9 * quarter)  # a 20 ms fade, no hole
     assert 0 < loop.stats.window()["hops"] < s["hops"]  # the live check's window restarted
+
+
+def _run_48k(x: np.ndarray, model, bypass: bool = False) -> np.ndarray:
+    got: list[np.ndarray] = []
+    loop = LiveLoop(FileSource(x, 48_000, 480, speed=4.0), Denoiser(model, bypass=bypass),
+                    [CallbackSink(got.append, rate=48_000)], LoopConfig(queue_blocks=512))
+    s = loop.run()
+    assert s["error"] is None and s["overruns"] == 0
+    assert s["resampler"] == "linear-phase (full band)"
+    assert s["full_band_delay_ms"] == pytest.approx(FULL_BAND_DELAY / 48)
+    return np.concatenate(got)
+
+
+FULL_BAND_DELAY = 192 + 3 * 160  # the linear-phase resamplers + the denoiser's 160 at 16 kHz
+
+
+def test_live_full_band_bypass_is_the_input_delayed_bit_exactly():
+    """Issue 22: a 48 kHz capture with a 48 kHz sink keeps its whole band; bypass gives the
+    input back sample for sample, only delayed."""
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 48_000).astype(np.float32)
+    y = _run_48k(x, HalfMask(), bypass=True)
+    d = FULL_BAND_DELAY
+    assert len(y) > 40_000
+    np.testing.assert_array_equal(y[d:], x[:len(y) - d])
+    assert not np.any(y[:d])
+
+
+@pytest.mark.parametrize("gain", [1.0, 0.5])
+def test_live_full_band_keeps_the_upper_band_at_the_masks_gain(gain):
+    """A 440 Hz and a 12 kHz tone: the low one at the model's gain as before, the high one
+    (which the 16 kHz path removed) kept, attenuated by the mask's top-band mean; with the
+    mask at 1 the output is the input delayed (the band split is complementary)."""
+    t = np.arange(96_000) / 48_000
+    low, high = 0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 12_000 * t)
+    x = (low + high).astype(np.float32)
+    y = _run_48k(x, HalfMask(gain=gain))
+    d = FULL_BAND_DELAY
+    seg = slice(24_000, 72_000)  # away from the edges and the first hop's gain ramp
+    yy = y[d:][seg]
+    spec = np.abs(np.fft.rfft(yy)) / (len(yy) / 2)
+    freqs = np.fft.rfftfreq(len(yy), 1 / 48_000)
+    at = {f: spec[np.argmin(np.abs(freqs - f))] for f in (440, 12_000)}
+    assert at[440] == pytest.approx(0.3 * gain, rel=0.02)
+    assert at[12_000] == pytest.approx(0.1 * gain, rel=0.02)
+    if gain == 1.0:
+        err = yy - x[seg]
+        assert 10 * np.log10(np.sum(x[seg] ** 2) / np.sum(err ** 2)) > 40
