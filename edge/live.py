@@ -137,14 +137,18 @@ class LiveLoop:
         self._tune_thread()
         den, st, hop = self.denoiser, self.stats, self.denoiser.hop
         model_rate = den.fe.sample_rate
-        to_model = StreamResampler(self.source.rate, model_rate, self.config.resample_quality)
-        self.resampler = to_model.kind
-        to_sinks = [StreamResampler(model_rate, s.rate, self.config.resample_quality)
-                    for s in self.sinks]
         full = self._full_band(model_rate)
         if full is not None:  # the band above the model's kept for sinks at the capture rate
             to_model, self.resampler = full.to_model, "linear-phase (full band)"
             self.full_band_delay_ms = round(1e3 * full.delay / full.rate, 3)
+        else:
+            to_model = StreamResampler(self.source.rate, model_rate,
+                                       self.config.resample_quality)
+            self.resampler = to_model.kind
+        # a sink at the full-band rate takes the full-band output, the others their resampler
+        to_sinks = [None if full is not None and s.rate == full.rate
+                    else StreamResampler(model_rate, s.rate, self.config.resample_quality)
+                    for s in self.sinks]
         pending = np.zeros(0, dtype=np.float32)
         limit = None if self.config.duration_s is None else int(
             round(self.config.duration_s * model_rate))
@@ -202,7 +206,7 @@ class LiveLoop:
                 wide = (None if full is None else
                         full.output(consumed[:len(out)], out, gains, den.bypass))
                 for sink, rs in zip(self.sinks, to_sinks, strict=True):
-                    y = wide if wide is not None and sink.rate == full.rate else rs(out)
+                    y = wide if rs is None else rs(out)
                     if len(y):
                         sink.write(y)
                 if n_hops:
